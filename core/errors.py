@@ -1,0 +1,30 @@
+"""Typed errors: every failure a user can cause or meet has its own class and a message that
+says what to do. The CLI and the Blender operators show ``str(error)`` as it is."""
+
+
+class LikenessError(Exception):
+    """Base class of every error Likeness raises on purpose."""
+
+
+class ImageError(LikenessError):
+    """The input is missing, unreadable, not an image, truncated, or of an unusable size."""
+
+
+class NoFaceError(LikenessError):
+    """No face was found in the image."""
+
+
+class FaceSelectionError(LikenessError):
+    """Several faces were found and the requested one does not exist."""
+
+
+class AssetError(LikenessError):
+    """A required asset (ICT-FaceKit, model weights) is missing, corrupt or cannot be fetched."""
+
+
+class DependencyError(LikenessError):
+    """An optional Python package needed for the requested feature is not installed."""
+
+
+class Cancelled(LikenessError):
+    """The run was cancelled by the user; nothing was written."""

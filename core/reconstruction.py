@@ -1,0 +1,77 @@
+"""The result of one reconstruction: everything the files, the preview and Blender need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .face_model import FaceModel
+from .params import FaceParams
+
+
+@dataclass
+class DetailMaps:
+    """Mid-frequency detail (issue 3): UV displacement along vertex normals."""
+
+    displacement_mm: np.ndarray  # (S, 2S) float32 mm, outwards positive, skin-atlas layout like albedo
+    normal_map: np.ndarray  # (S, 2S, 3) uint8 tangent-space normal map, same layout
+    detail_vertices: Optional[np.ndarray] = None  # (Vd, 3) densified detailed face mesh, metres
+    detail_faces: Optional[np.ndarray] = None  # (Fd, 3) int32
+    detail_uvs: Optional[np.ndarray] = None  # (Vd, 2) float32
+
+
+@dataclass
+class Reconstruction:
+    """A fitted, textured ICT-FaceKit head for one photo.
+
+    Geometry is in model space (metres, y up, z towards the viewer); ``params`` maps it into
+    the photo. Images and UV textures are ``uint8`` RGB with row 0 at the top; UV row 0 is v = 1.
+    Skin textures use the "skin atlas" layout of ``FaceModel.atlas_uvs``: (S, 2S), the face in the
+    left half, the back of the head in the right half. ``uvs`` are those atlas UVs.
+    """
+
+    image: np.ndarray  # (H, W, 3) uint8, the input photo as decoded (EXIF-rotated)
+    model: FaceModel
+    params: FaceParams  # refined parameters (or regressed ones when refinement is off)
+    coarse_params: FaceParams  # parameters straight from regression
+    vertices: np.ndarray  # (V, 3) float32 identity + expression, metres
+    identity_vertices: np.ndarray  # (V, 3) float32 identity only: the shape-key basis
+    albedo: np.ndarray  # (S, 2S, 3) uint8 de-lit skin-atlas albedo
+    albedo_visibility: np.ndarray  # (S, 2S) float32 in [0, 1]: how much of each texel was seen
+    landmarks68_2d: np.ndarray  # (68, 2) float, input-image pixels, of the fitted model's landmarks
+    face_box: np.ndarray  # (4,) x0, y0, x1, y1 of the detected face
+    source: Optional[str] = None  # input path, when there was one
+    detail: Optional[DetailMaps] = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    metrics: dict[str, float] = field(default_factory=dict)  # fit diagnostics
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def polygons(self) -> np.ndarray:
+        return self.model.polygons
+
+    @property
+    def polygon_uvs(self) -> np.ndarray:
+        return self.model.polygon_uvs
+
+    @property
+    def uvs(self) -> np.ndarray:
+        return self.model.atlas_uvs
+
+    @property
+    def expression_weights(self) -> dict[str, float]:
+        return dict(zip(self.model.expression_names, map(float, self.params.expression)))
+
+    @property
+    def name(self) -> str:
+        return Path(self.source).stem if self.source else "likeness_head"
+
+    def save(self, out_dir: str | Path, formats: tuple[str, ...] = ("obj", "glb")) -> list[Path]:
+        """Write OBJ+MTL+PNG (and GLB, EXR when detail exists) and a preview into ``out_dir``,
+        atomically: either every file of this result is there, or none is."""
+        from .export import save_reconstruction
+
+        return save_reconstruction(self, Path(out_dir), formats=formats)

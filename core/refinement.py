@@ -1,0 +1,233 @@
+"""Parameter refinement by differentiable rendering against the photo.
+
+Starting from the landmark regression, we jointly optimise pose, identity, expression,
+spherical-harmonics light and a low-resolution skin albedo so that the shaded render matches the
+photo on visible skin (robust photometric loss), while the dense landmarks and Gaussian priors
+keep the fit anchored. ICT-FaceKit has no albedo model, so the albedo is a free but very coarse
+UV image: fine enough for skin tone and lips, too coarse to absorb shading, which leaves the
+shading cues (nose, cheeks, brow ridge) to the geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from .detection import FaceDetection
+from .face_model import SKIN_POLYGONS, VERTEX_REGIONS, FaceModel
+from .losses import photometric_loss
+from .params import MODEL_TO_CAMERA, Camera, FaceParams
+from .progress import Progress
+from .regression import LandmarkTarget, SurfacePoints
+from .rendering import (
+    ambient_sh,
+    interpolate,
+    interpolate_corners,
+    project,
+    rasterize,
+    sample_texture,
+    select_device,
+    shade,
+    vertex_normals,
+)
+from .skin_mask import skin_mask
+
+SKIN_VERTICES = VERTEX_REGIONS["head_neck"][1]  # skin polygons only use vertices below this
+ALBEDO_SHAPE = (16, 32)  # coarse skin-atlas albedo (rows, cols): tone, not detail
+CROP_MARGIN = 1.6  # crop side / face box side
+
+
+@dataclass
+class RefinementSettings:
+    iterations: int = 100
+    resolution: int = 224
+    photometric_weight: float = 20.0
+    landmark_weight: float = 1.0
+    identity_weight: float = 1.0
+    expression_weight: float = 0.3
+    landmark_sigma: float = 0.012
+    lr_pose: float = 3e-3
+    lr_translation: float = 5e-4
+    lr_shape: float = 3e-2
+    lr_light: float = 2e-2
+
+
+@dataclass
+class RefinementResult:
+    params: FaceParams
+    metrics: dict[str, float]
+
+
+@dataclass
+class Crop:
+    """Square crop of the photo around the face, resampled to ``size`` pixels."""
+
+    x0: float
+    y0: float
+    scale: float  # crop pixels per photo pixel
+    size: int
+
+    @staticmethod
+    def around(box: np.ndarray, size: int, margin: float = CROP_MARGIN) -> Crop:
+        side = margin * max(box[2] - box[0], box[3] - box[1])
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        return Crop(cx - side / 2, cy - side / 2, size / side, size)
+
+    def image(self, rgb: np.ndarray) -> np.ndarray:
+        s = self.scale
+        # cv2 maps pixel indices (centres at integers); ours have centres at +0.5.
+        m = np.array([[s, 0, 0.5 * s - s * self.x0 - 0.5], [0, s, 0.5 * s - s * self.y0 - 0.5]])
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        return cv2.warpAffine(rgb, m, (self.size, self.size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+
+    def points(self, pts: np.ndarray) -> np.ndarray:
+        return (pts - [self.x0, self.y0]) * self.scale
+
+    def camera(self, cam: Camera) -> Camera:
+        s = self.scale
+        return Camera(cam.focal * s, (cam.cx - self.x0) * s, (cam.cy - self.y0) * s, self.size, self.size)
+
+
+class _SkinModel:
+    """Torch copy of the skin part of the model (the bases of vertices below SKIN_VERTICES)."""
+
+    def __init__(self, model: FaceModel, device: torch.device):
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        self.neutral = t(model.neutral[:SKIN_VERTICES])
+        self.identity = t(model.identity_basis[:, :SKIN_VERTICES].reshape(len(model.identity_basis), -1))
+        n_exp = len(model.expression_basis)
+        self.expression = t(model.expression_basis[:, :SKIN_VERTICES].reshape(n_exp, -1))
+        faces, uv_faces = model.triangles(SKIN_POLYGONS)
+        self.faces = t(faces.astype(np.int64))
+        self.uv_corners = t(model.atlas_uvs[uv_faces])
+
+    def vertices(self, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+        offsets = identity @ self.identity + expression @ self.expression
+        return self.neutral + offsets.view(-1, 3)
+
+
+def axis_angle_matrix(v: torch.Tensor) -> torch.Tensor:
+    """Rodrigues in torch, smooth at zero (series for small angles) so jacobians are finite."""
+    theta2 = (v * v).sum()
+    theta = torch.sqrt(theta2 + 1e-24)
+    small = theta2 < 1e-12
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta2 + 1e-24))
+    zero = torch.zeros((), dtype=v.dtype, device=v.device)
+    K = torch.stack([
+        torch.stack([zero, -v[2], v[1]]),
+        torch.stack([v[2], zero, -v[0]]),
+        torch.stack([-v[1], v[0], zero]),
+    ])
+    return torch.eye(3, dtype=v.dtype, device=v.device) + a * K + b * (K @ K)
+
+
+def _rotation(rot: torch.Tensor) -> torch.Tensor:
+    return axis_angle_matrix(rot) @ torch.as_tensor(MODEL_TO_CAMERA, dtype=rot.dtype, device=rot.device)
+
+
+class _Objective:
+    """The refinement energy for one photo, evaluated on a crop."""
+
+    def __init__(self, model: FaceModel, rgb: np.ndarray, target: LandmarkTarget, detection: FaceDetection,
+                 points: SurfacePoints, camera: Camera, settings: RefinementSettings, device: torch.device):
+        self.settings, self.device = settings, device
+        self.crop = Crop.around(detection.box, settings.resolution)
+        self.camera = self.crop.camera(camera)
+        self.skin = _SkinModel(model, device)
+        self.photo = torch.from_numpy(self.crop.image(rgb).astype(np.float32) / 255).to(device)
+        mask = skin_mask(self.crop.points(detection.landmarks), self.crop.size, self.crop.size, margin=0.02)
+        self.skin_mask = torch.from_numpy(mask).to(device)
+        self.points = points
+        self.lm_target = torch.from_numpy(self.crop.points(target.points)).float().to(device)
+        self.lm_weight = torch.from_numpy(target.weights).float().to(device)
+        self.lm_scale = target.face_size * self.crop.scale * settings.landmark_sigma
+        self.lm_base = points.base.float().to(device)
+        self.lm_identity = points.identity.float().to(device)
+        self.lm_expression = points.expression.float().to(device)
+
+    def landmarks(self, rot, t, identity, expression) -> torch.Tensor:
+        k = self.lm_identity.shape[0]
+        p = (self.lm_base + torch.tensordot(identity[:k], self.lm_identity, 1)
+             + torch.tensordot(expression, self.lm_expression, 1))
+        return project(p @ _rotation(rot).T + t, self.camera)[:, :2]
+
+    def render(self, rot, t, identity, expression, sh, albedo):
+        verts = self.skin.vertices(identity, expression) @ _rotation(rot).T + t
+        screen = project(verts, self.camera)
+        frags = rasterize(screen, self.skin.faces, self.crop.size, self.crop.size)
+        normals = torch.nn.functional.normalize(
+            interpolate(frags, vertex_normals(verts, self.skin.faces), self.skin.faces), dim=-1)
+        uv = interpolate_corners(frags, self.skin.uv_corners)
+        colour = sample_texture(albedo, uv) * shade(normals, sh)
+        return colour, frags.mask & self.skin_mask
+
+    def energy(self, rot, t, identity, expression, sh, albedo) -> tuple[torch.Tensor, dict[str, float]]:
+        s = self.settings
+        image, mask = self.render(rot, t, identity, expression, sh, albedo)
+        photo = photometric_loss(image.permute(2, 0, 1)[None], self.photo.permute(2, 0, 1)[None],
+                                 mask[None, None].float())
+        lm_res = (self.landmarks(rot, t, identity, expression) - self.lm_target) / self.lm_scale
+        lm = (self.lm_weight * (lm_res ** 2).sum(-1)).mean()
+        n = len(self.lm_weight)
+        prior = ((s.identity_weight * identity) ** 2).sum() + ((s.expression_weight * expression) ** 2).sum()
+        total = s.photometric_weight * photo + s.landmark_weight * lm + prior / n
+        return total, {"photometric": float(photo), "landmark": float(lm), "prior": float(prior / n)}
+
+
+def _initial_albedo(obj: _Objective) -> torch.Tensor:
+    mean = obj.photo[obj.skin_mask].mean(0) if obj.skin_mask.any() else obj.photo.new_full((3,), 0.5)
+    return mean.expand(*ALBEDO_SHAPE, 3).clone()
+
+
+def refine(model: FaceModel, rgb: np.ndarray, coarse: FaceParams, target: LandmarkTarget,
+           detection: FaceDetection, points: SurfacePoints, settings: RefinementSettings,
+           device: str = "auto", progress: Progress | None = None) -> RefinementResult:
+    """Refine ``coarse`` parameters against the photo; returns the lowest-energy state seen."""
+    progress = progress or Progress()
+    dev = select_device(device)
+    obj = _Objective(model, rgb, target, detection, points, coarse.camera, settings, dev)
+
+    def param(a) -> torch.Tensor:
+        return torch.tensor(np.asarray(a), dtype=torch.float32, device=dev, requires_grad=True)
+
+    rot, t = param(coarse.rotation), param(coarse.translation)
+    identity, expression = param(coarse.identity), param(coarse.expression)
+    sh = param(ambient_sh(1.0))
+    albedo = _initial_albedo(obj).requires_grad_(True)
+    opt = torch.optim.Adam([
+        {"params": [rot], "lr": settings.lr_pose},
+        {"params": [t], "lr": settings.lr_translation},
+        {"params": [identity, expression], "lr": settings.lr_shape},
+        {"params": [sh, albedo], "lr": settings.lr_light},
+    ])
+    variables = (rot, t, identity, expression, sh, albedo)
+    best, best_energy, first = None, float("inf"), None
+    progress.stage("refine", settings.iterations)
+    for _ in range(settings.iterations):
+        opt.zero_grad()
+        energy, terms = obj.energy(*variables)
+        if not torch.isfinite(energy):
+            break  # diverged: keep the best state so far
+        if first is None:
+            first = terms
+        if float(energy) < best_energy:
+            best_energy, best = float(energy), [v.detach().clone() for v in variables]
+        energy.backward()
+        opt.step()
+        with torch.no_grad():
+            expression.clamp_(0.0, 1.0)
+            albedo.clamp_(0.0, 1.0)
+        progress.advance()
+    if best is None:
+        return RefinementResult(coarse.copy(), {})
+    _, final_terms = obj.energy(*best)
+    b_rot, b_t, b_id, b_exp, b_sh, _ = (v.cpu().double().numpy() for v in best)
+    params = FaceParams(b_id, b_exp, b_rot, b_t, coarse.camera, b_sh)
+    metrics = {f"{k}_before": v for k, v in first.items()} | {f"{k}_after": v for k, v in final_terms.items()}
+    return RefinementResult(params, metrics)

@@ -1,0 +1,49 @@
+"""Image-space face regions from MediaPipe's 478 landmarks.
+
+Photometric losses must only see skin: the face oval minus eyes, brows (hair) and the mouth
+opening. The contours below are MediaPipe FaceMesh's published ordered loops.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+RIGHT_EYE = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
+LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
+RIGHT_BROW = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46]
+LEFT_BROW = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
+INNER_LIPS = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
+
+_SUBPIXEL = 4  # cv2.fillPoly takes fixed-point coordinates with this many fractional bits
+
+
+def _fill(mask: np.ndarray, points: np.ndarray, value: int) -> None:
+    pts = np.round((points - 0.5) * (1 << _SUBPIXEL)).astype(np.int32)
+    cv2.fillPoly(mask, [pts], value, lineType=cv2.LINE_8, shift=_SUBPIXEL)
+
+
+def skin_mask(landmarks: np.ndarray, height: int, width: int, margin: float = 0.0) -> np.ndarray:
+    """Bool (H, W) mask of visible facial skin for 478 (or 468) landmarks in pixel coordinates.
+
+    ``margin`` (fraction of the face size) dilates the excluded eyes, brows and mouth.
+    """
+    mask = np.zeros((height, width), np.uint8)
+    _fill(mask, landmarks[FACE_OVAL], 1)
+    face_size = np.ptp(landmarks[FACE_OVAL], axis=0).max()
+    holes = np.zeros_like(mask)
+    for loop in (RIGHT_EYE, LEFT_EYE, RIGHT_BROW, LEFT_BROW, INNER_LIPS):
+        _fill(holes, landmarks[loop], 1)
+    grow = int(round(margin * face_size))
+    if grow > 0:
+        holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+    return (mask > 0) & (holes == 0)
+
+
+def face_mask(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bool (H, W) mask of the whole face oval (eyes and mouth included)."""
+    mask = np.zeros((height, width), np.uint8)
+    _fill(mask, landmarks[FACE_OVAL], 1)
+    return mask > 0

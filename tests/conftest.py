@@ -1,0 +1,32 @@
+"""Shared fixtures: real assets from ../shared (override with LIKENESS_SHARED)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LIKENESS_SHARED", REPO.parent / "shared"))
+ICT_ZIP = SHARED / "ict-facekit" / "ICT-FaceKit-master.zip"
+FACES = SHARED / "faces"
+AFLW = SHARED / "aflw2000-3d-dev"
+
+# Tests read the shared ICT-FaceKit copy and never touch the network.
+os.environ.setdefault("LIKENESS_ICT_FACEKIT", str(ICT_ZIP))
+
+
+def face_photo(name: str) -> Path:
+    """A real photo from ../shared/faces by file name."""
+    hits = sorted(FACES.rglob(name))
+    if not hits:
+        pytest.fail(f"shared photo {name} not found under {FACES}")
+    return hits[0]
+
+
+@pytest.fixture(scope="session")
+def face_model():
+    from core.face_model import load_face_model
+
+    return load_face_model(ICT_ZIP)
