@@ -1,0 +1,134 @@
+"""Command line: ``python -m core reconstruct <files or folders> -o <dir>`` and ``python -m core demo``.
+
+Each photo is written to ``<out>/<photo name>/``; a failed photo is reported and skipped, the
+others are still done, and the exit status is 1 when any failed (2 for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Cancelled, LikenessError
+from .progress import Progress
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+        p.add_argument("--preset", choices=("fast", "balanced", "quality"), default="balanced")
+        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        p.add_argument("--face-index", type=int, default=None,
+                       help="which face when there are several (0 = largest); default the largest")
+        p.add_argument("--detector", choices=("mediapipe", "insightface"), default="mediapipe")
+        p.add_argument("--no-glb", action="store_true", help="write OBJ only")
+
+    rec = sub.add_parser("reconstruct", help="reconstruct heads from photos")
+    rec.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
+    common(rec)
+    demo = sub.add_parser("demo", help="reconstruct the built-in example photo (scikit-image's astronaut)")
+    common(demo)
+    return parser
+
+
+def example_photo() -> np.ndarray:
+    """The built-in example: scikit-image's public-domain ``astronaut`` (Eileen Collins), offline."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+class _Bar:
+    """tqdm bar per stage of the current photo, on stderr."""
+
+    def __init__(self, label: str):
+        from tqdm import tqdm
+
+        self._tqdm, self.label, self.bar, self.stage = tqdm, label, None, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = self._tqdm(total=total or None, desc=f"{self.label}: {stage}", leave=False,
+                                  unit="it", file=sys.stderr)
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _unique_dir(out: Path, name: str, used: set[str]) -> Path:
+    candidate, n = name, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{name}_{n}"
+    used.add(candidate)
+    return out / candidate
+
+
+def run(inputs: list, names: list[str], args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline, preset_settings
+
+    settings = preset_settings(args.preset, device=args.device, face_index=args.face_index,
+                               detector=args.detector)
+    formats = ("obj",) if args.no_glb else ("obj", "glb")
+    pipeline = Pipeline(detector_backend=args.detector)
+    failures: list[tuple[str, str]] = []
+    used: set[str] = set()
+    start = time.perf_counter()
+    for i, (item, name) in enumerate(zip(inputs, names), 1):
+        bar = _Bar(f"[{i}/{len(inputs)}] {name}")
+        progress = Progress(callback=bar)
+        try:
+            rec = pipeline.run(item, settings, progress)
+            written = rec.save(_unique_dir(args.output, Path(name).stem, used), formats=formats)
+            bar.close()
+            print(f"[{i}/{len(inputs)}] {name}: ok in {rec.timings.get('total', 0):.1f} s -> {written[0].parent}")
+            for warning in rec.warnings:
+                print(f"    warning: {warning}")
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"[{i}/{len(inputs)}] {name}: cancelled; nothing written for it. Stopping.")
+            failures.append((name, "cancelled"))
+            break
+        except (LikenessError, Cancelled) as exc:
+            bar.close()
+            print(f"[{i}/{len(inputs)}] {name}: FAILED: {exc}")
+            failures.append((name, str(exc)))
+    ok = len(inputs) - len(failures)
+    print(f"\n{ok} of {len(inputs)} photo(s) done in {time.perf_counter() - start:.1f} s, "
+          f"{len(failures)} failed; results in {args.output}")
+    for name, reason in failures:
+        print(f"  {name}: {reason}")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return run([example_photo()], ["astronaut"], args)
+        from .image_io import list_images
+
+        files = list_images(args.inputs)
+    except LikenessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not files:
+        print("error: no image files found in the given inputs", file=sys.stderr)
+        return EXIT_USAGE
+    return run(files, [f.name for f in files], args)

@@ -1,0 +1,402 @@
+"""File writers (PNG, EXR, OBJ/MTL, GLB, JSON) and the preview image. Every write is atomic.
+
+Single files go through ``atomic_path``: the writer fills a temporary file next to the target
+and it is renamed into place only when complete. ``save_reconstruction`` writes a whole result
+into a temporary folder inside ``out_dir`` first and moves the files in at the end, so a failure
+leaves nothing of that result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .errors import DependencyError, LikenessError
+from .face_model import FaceModel, triangulate
+from .params import Camera, FaceParams
+from .reconstruction import Reconstruction
+
+FORMATS = ("obj", "glb")
+# 16-bit displacement PNG: value = DISPLACEMENT_MID_LEVEL + mm / DISPLACEMENT_UNIT_MM.
+DISPLACEMENT_MID_LEVEL = 32768
+DISPLACEMENT_UNIT_MM = 0.001
+PREVIEW_SIZE = 512
+# Helper geometry that is transparent in ICT-FaceKit's own renders: it would hide the eyes.
+_PREVIEW_HIDDEN = ("lacrimal", "eye_blend", "eye_occlusion", "eyelashes")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a not-yet-existing temporary path in ``path``'s folder with the same suffix (so that
+    writers that pick the format by suffix work); on success it replaces ``path``, on an
+    exception it is removed. The file is created by the writer, so it gets normal permissions."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """JSON with one line per dictionary entry and lists kept on one line (readable, compact)."""
+    write_bytes(path, (_dumps(_jsonable(data)) + "\n").encode())
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """PNG from uint8 (H, W), (H, W, 3), (H, W, 4) or uint16 (H, W) (written as 16-bit grey)."""
+    image = np.ascontiguousarray(image)
+    ok_uint8 = image.dtype == np.uint8 and (image.ndim == 2 or image.ndim == 3 and image.shape[2] in (3, 4))
+    if not ok_uint8 and not (image.dtype == np.uint16 and image.ndim == 2):
+        raise ValueError(f"write_png: unsupported image {image.dtype} {image.shape}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def write_exr(path: str | Path, array: np.ndarray) -> None:
+    """Float32 OpenEXR (ZIP compressed): (H, W) as channel 'Y', (H, W, 3) as R, G, B."""
+    try:
+        import OpenEXR
+    except ImportError as exc:
+        raise DependencyError("Writing EXR files needs the OpenEXR package: pip install OpenEXR") from exc
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.ndim == 2:
+        channels = {"Y": array}
+    elif array.ndim == 3 and array.shape[2] == 3:
+        channels = {"RGB": array}
+    else:
+        raise ValueError(f"write_exr: expected (H, W) or (H, W, 3), got {array.shape}")
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with atomic_path(path) as tmp, OpenEXR.File(header, channels) as exr:
+        exr.write(str(tmp))
+
+
+def write_obj(
+    path: str | Path,
+    vertices: np.ndarray,
+    polygons: np.ndarray,
+    uvs: np.ndarray,
+    polygon_uvs: np.ndarray,
+    mtl_name: str,
+    material: str,
+    normals: np.ndarray | None = None,
+) -> None:
+    """Wavefront OBJ: ``v``, ``vt`` (OBJ convention, v = 0 at the bottom), optional ``vn``, and
+    faces ``f v/vt[/vn]`` (1-based) from (P, 4) polygons padded with -1 for triangles, all using
+    ``material`` from the library ``mtl_name``."""
+    lines = [f"mtllib {mtl_name}", f"o {material}"]
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, float).tolist()]
+    lines += [f"vt {u:.6f} {v:.6f}" for u, v in np.asarray(uvs, float).tolist()]
+    if normals is not None:
+        lines += [f"vn {x:.5f} {y:.5f} {z:.5f}" for x, y, z in np.asarray(normals, float).tolist()]
+    lines += [f"usemtl {material}", "s 1"]
+    for poly, puv in zip(np.asarray(polygons).tolist(), np.asarray(polygon_uvs).tolist(), strict=True):
+        count = 4 if poly[3] >= 0 else 3
+        if normals is None:
+            corners = (f"{poly[k] + 1}/{puv[k] + 1}" for k in range(count))
+        else:
+            corners = (f"{poly[k] + 1}/{puv[k] + 1}/{poly[k] + 1}" for k in range(count))
+        lines.append("f " + " ".join(corners))
+    write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def write_mtl(
+    path: str | Path,
+    material: str,
+    albedo: str,
+    normal_map: str | None = None,
+    displacement: str | None = None,
+) -> None:
+    """Material library with one material: ``map_Kd`` albedo, optional ``map_Bump`` (a tangent
+    space normal map, as Blender's importer reads it) and ``disp`` (16-bit mid-level PNG)."""
+    lines = [f"newmtl {material}", "Ka 0 0 0", "Kd 1 1 1", "Ks 0.05 0.05 0.05", "Ns 20", "illum 2"]
+    lines.append(f"map_Kd {albedo}")
+    if normal_map is not None:
+        lines.append(f"map_Bump {normal_map}")
+    if displacement is not None:
+        lines.append(f"disp {displacement}")
+    write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def split_uv_seams(faces: np.ndarray, face_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """glTF needs one uv per vertex while OBJ has one per corner: make a vertex per distinct
+    (vertex, uv) pair. Returns (vertex ids (N,), uv ids (N,), faces (F, 3) into the N new ones)."""
+    pairs = np.stack([np.asarray(faces).ravel(), np.asarray(face_uvs).ravel()], axis=1)
+    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    return unique[:, 0], unique[:, 1], inverse.reshape(np.shape(faces)).astype(np.int64)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (V, 3) of triangles ``faces``; zero for unused vertices."""
+    corners = vertices[faces]
+    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    summed = np.zeros_like(vertices, dtype=np.float64)
+    for k in range(3):
+        np.add.at(summed, faces[:, k], face_normals)
+    length = np.linalg.norm(summed, axis=1, keepdims=True)
+    return (summed / np.where(length > 0, length, 1)).astype(np.float32)
+
+
+def write_glb(
+    path: str | Path,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    uvs: np.ndarray,
+    albedo: np.ndarray,
+    normals: np.ndarray | None = None,
+) -> None:
+    """Binary glTF of one textured mesh: per-vertex ``uvs`` (N, 2) in OBJ convention (trimesh
+    flips v for glTF), ``albedo`` (S, S, 3) uint8 as the PBR baseColorTexture, y-up metres."""
+    import trimesh
+
+    material = trimesh.visual.material.PBRMaterial(
+        name="skin", baseColorTexture=Image.fromarray(albedo), metallicFactor=0.0, roughnessFactor=0.7
+    )
+    mesh = trimesh.Trimesh(
+        vertices=vertices,
+        faces=faces,
+        vertex_normals=normals,
+        visual=trimesh.visual.TextureVisuals(uv=uvs, material=material),
+        process=False,
+    )
+    write_bytes(path, trimesh.exchange.gltf.export_glb(mesh, include_normals=normals is not None))
+
+
+def write_mesh_glb(path: str | Path, model: FaceModel, vertices: np.ndarray, albedo: np.ndarray) -> None:
+    """The whole head (every polygon of ``model``) as GLB, split at uv seams, with the normals of
+    the welded mesh so that the seams do not show in the shading."""
+    faces, face_uvs = model.triangles()
+    vertex_ids, uv_ids, split_faces = split_uv_seams(faces, face_uvs)
+    normals = vertex_normals(vertices, faces)
+    write_glb(path, vertices[vertex_ids], split_faces, model.uvs[uv_ids], albedo, normals[vertex_ids])
+
+
+# --------------------------------------------------------------------------------------------
+# A whole reconstruction
+
+
+def save_reconstruction(
+    rec: Reconstruction, out_dir: str | Path, formats: tuple[str, ...] = FORMATS
+) -> list[Path]:
+    """Write one result into ``out_dir`` and return the paths written.
+
+    Always: ``<name>_albedo.png``, ``<name>_preview.png`` and ``<name>_params.json``; ``"obj"``:
+    ``<name>.obj`` + ``<name>.mtl``; ``"glb"``: ``<name>.glb``. With ``rec.detail``:
+    ``<name>_displacement.exr`` (float32 millimetres, outwards along the vertex normals),
+    ``<name>_displacement.png`` (16-bit; value 32768 is 0 mm and one unit is 0.001 mm, so the
+    range is -32.768 mm to +32.767 mm) and ``<name>_normal.png`` (tangent space). Geometry is
+    the whole head in model space, metres. Atomic as a set: on any failure none of these
+    files is left in ``out_dir``.
+    """
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"Unknown export format(s) {sorted(unknown)}: choose from {FORMATS}.")
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{rec.name}.", suffix=".tmp", dir=out_dir))
+    except OSError as exc:
+        raise _write_error(out_dir, exc) from exc
+    moved: list[Path] = []
+    try:
+        names = _write_all(rec, staging, formats)
+        for name in names:
+            os.replace(staging / name, out_dir / name)
+            moved.append(out_dir / name)
+    except BaseException as exc:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(out_dir, exc) from exc
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return moved
+
+
+def _write_error(out_dir: Path, exc: OSError) -> LikenessError:
+    return LikenessError(
+        f"Could not write the result to {out_dir} ({exc}). Choose a folder you can write to "
+        "and check that the disk has free space."
+    )
+
+
+def _write_all(rec: Reconstruction, folder: Path, formats: tuple[str, ...]) -> list[str]:
+    """Write every file of ``rec`` into ``folder``; return their names."""
+    name = rec.name
+    files = {
+        "albedo": f"{name}_albedo.png", "preview": f"{name}_preview.png", "params": f"{name}_params.json"
+    }
+    write_png(folder / files["albedo"], rec.albedo)
+    if rec.detail is not None:
+        files.update(
+            displacement_exr=f"{name}_displacement.exr",
+            displacement_png=f"{name}_displacement.png",
+            normal_map=f"{name}_normal.png",
+        )
+        write_exr(folder / files["displacement_exr"], rec.detail.displacement_mm)
+        write_png(folder / files["displacement_png"], displacement_to_uint16(rec.detail.displacement_mm))
+        write_png(folder / files["normal_map"], rec.detail.normal_map)
+    if "obj" in formats:
+        files.update(obj=f"{name}.obj", mtl=f"{name}.mtl")
+        write_mtl(
+            folder / files["mtl"], "likeness_skin", files["albedo"],
+            files.get("normal_map"), files.get("displacement_png"),
+        )
+        write_obj(
+            folder / files["obj"], rec.vertices, rec.polygons, rec.uvs, rec.polygon_uvs,
+            files["mtl"], "likeness_skin",
+        )
+    if "glb" in formats:
+        files["glb"] = f"{name}.glb"
+        write_mesh_glb(folder / files["glb"], rec.model, rec.vertices, rec.albedo)
+    write_png(folder / files["preview"], preview_image(rec))
+    write_json(folder / files["params"], reconstruction_summary(rec, files))
+    return list(files.values())
+
+
+def displacement_to_uint16(displacement_mm: np.ndarray) -> np.ndarray:
+    """Millimetres -> 16-bit mid-level encoding (see ``save_reconstruction``), clipped to range."""
+    values = np.rint(DISPLACEMENT_MID_LEVEL + np.asarray(displacement_mm, np.float64) / DISPLACEMENT_UNIT_MM)
+    return np.clip(values, 0, 65535).astype(np.uint16)
+
+
+def reconstruction_summary(rec: Reconstruction, files: dict[str, str]) -> dict:
+    """The ``_params.json`` content: fitted parameters, diagnostics and how to read the files."""
+    yaw, pitch, roll = rec.params.euler_degrees()
+    summary = {
+        "format_version": 1,
+        "name": rec.name,
+        "source": rec.source,
+        "image_size": [int(rec.image.shape[1]), int(rec.image.shape[0])],
+        "units": "metres; model space: y up, z towards the viewer (ICT-FaceKit, glTF)",
+        "files": files,
+        "params": _params_dict(rec.params, rec.model),
+        "coarse_params": _params_dict(rec.coarse_params, rec.model),
+        "euler_degrees": {"yaw": yaw, "pitch": pitch, "roll": roll},
+        "face_box": rec.face_box,
+        "landmarks68_2d": rec.landmarks68_2d,
+        "timings": rec.timings,
+        "metrics": rec.metrics,
+        "warnings": rec.warnings,
+    }
+    if rec.detail is not None:
+        summary["displacement"] = {
+            "direction": "along the vertex normals, outwards positive; UV row 0 is v = 1",
+            "exr_unit": "mm",
+            "png_mid_level": DISPLACEMENT_MID_LEVEL,
+            "png_unit_mm": DISPLACEMENT_UNIT_MM,
+            "png_range_mm": [-DISPLACEMENT_MID_LEVEL * DISPLACEMENT_UNIT_MM,
+                             (65535 - DISPLACEMENT_MID_LEVEL) * DISPLACEMENT_UNIT_MM],
+        }
+    return summary
+
+
+def _params_dict(params: FaceParams, model: FaceModel) -> dict:
+    camera = params.camera
+    return {
+        "identity": params.identity,
+        "expression": dict(zip(model.expression_names, map(float, params.expression), strict=True)),
+        "rotation_axis_angle": params.rotation,
+        "rotation_matrix": params.rotation_matrix(),  # model space -> OpenCV camera axes
+        "translation": params.translation,
+        "camera": {"focal": camera.focal, "cx": camera.cx, "cy": camera.cy,
+                   "width": camera.width, "height": camera.height},
+        "sh": params.sh,
+    }
+
+
+def _dumps(value, depth: int = 0) -> str:
+    if isinstance(value, dict) and value:
+        pad = " " * (depth + 1)
+        items = (f"{pad}{json.dumps(key)}: {_dumps(item, depth + 1)}" for key, item in value.items())
+        return "{\n" + ",\n".join(items) + "\n" + " " * depth + "}"
+    return json.dumps(value, allow_nan=False)
+
+
+def _jsonable(value):
+    """numpy arrays and scalars to lists and floats; NaN and infinities to null."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Preview
+
+
+def preview_image(rec: Reconstruction, size: int = PREVIEW_SIZE) -> np.ndarray:
+    """(size, 3 * size, 3) uint8, side by side around the face: the photo | the photo with the
+    fitted mesh overlaid and the fitted model's 68 landmarks as dots | the mesh shaded alone."""
+    x0, y0, side = _preview_crop(rec)
+    scale = size / side
+    crop = Image.fromarray(rec.image).crop((x0, y0, x0 + side, y0 + side))  # zero-padded outside
+    photo = np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
+    cam = rec.params.camera
+    camera = Camera(cam.focal * scale, (cam.cx - x0) * scale, (cam.cy - y0) * scale, size, size)
+    params = rec.params.copy()
+    params.camera = camera
+    shade, mask = _shaded_mesh(rec.model, rec.vertices, params)
+
+    grey = np.array([220.0, 215.0, 210.0]) * (0.25 + 0.75 * shade[..., None])
+    overlay = np.where(mask[..., None], 0.5 * photo + 0.5 * grey, photo)
+    alone = np.where(mask[..., None], grey, 40.0)
+    overlay_img = Image.fromarray(np.clip(overlay, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(overlay_img)
+    radius = max(1.5, size / 256)
+    # PIL puts pixel centres at integers, our convention at half-integers
+    for x, y in (np.asarray(rec.landmarks68_2d, float) - [x0, y0]) * scale - 0.5:
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(40, 230, 90))
+    return np.concatenate([photo, np.asarray(overlay_img), np.clip(alone, 0, 255).astype(np.uint8)], axis=1)
+
+
+def _preview_crop(rec: Reconstruction) -> tuple[int, int, int]:
+    """Square (x0, y0, side) around the face box, twice its size; the whole photo without one."""
+    height, width = rec.image.shape[:2]
+    bx0, by0, bx1, by1 = np.asarray(rec.face_box, float)
+    if not (bx1 > bx0 and by1 > by0):
+        side = max(width, height)
+        return (width - side) // 2, (height - side) // 2, side
+    side = max(2, int(round(2 * max(bx1 - bx0, by1 - by0))))
+    return int(round((bx0 + bx1 - side) / 2)), int(round((by0 + by1 - side) / 2)), side
+
+
+def _shaded_mesh(model: FaceModel, vertices: np.ndarray, params: FaceParams) -> tuple[np.ndarray, np.ndarray]:
+    """Headlight Lambert shading (H, W) in [0, 1] and coverage mask of the head seen by ``params``."""
+    import torch
+
+    from .rendering import render
+
+    hidden = model.region_mask(*(f"{part}_{side}" for part in _PREVIEW_HIDDEN for side in ("left", "right")))
+    polygons = model.polygons[~hidden[model.polygons[:, :3]].any(axis=1)]
+    faces = torch.from_numpy(triangulate(polygons).astype(np.int64))
+    verts_cam = torch.from_numpy(params.to_camera(vertices).astype(np.float32))
+    with torch.no_grad():
+        out = render(verts_cam, faces, params.camera, cull_backfaces=True)
+    shade = (-out.normals[..., 2]).clamp(0, 1)  # normals facing the camera have z < 0
+    return shade.numpy(), out.mask.numpy()

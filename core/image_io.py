@@ -1,0 +1,209 @@
+"""Robust photo loading: anything Pillow decodes (or a numpy array) -> RGB uint8, upright.
+
+Handles EXIF orientation, grey / palette / CMYK / 16-bit / float modes, transparency,
+truncated and non-image files, tiny images and decompression bombs. Big photos are reduced
+while decoding where the format allows (JPEG draft mode) and then resized to ``max_pixels``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+MIN_SIDE = 64  # smaller faces carry too little detail for landmarks, let alone texture
+MAX_DECODE_PIXELS = 250_000_000  # refuse above this (decompression bomb guard)
+# Transparent pixels become white: viewers and browsers show transparency over white, so the
+# fit sees the picture the user saw, and cut-out portraits usually sit on white anyway.
+BACKGROUND = (255, 255, 255)
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+# What ImageOps.exif_transpose does, applied by hand so that it can run after the downscale.
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_open_lock = threading.Lock()
+
+
+@dataclass
+class LoadedImage:
+    rgb: np.ndarray  # (H, W, 3) uint8, upright
+    path: str | None
+    original_size: tuple[int, int]  # (w, h) upright, before any downscaling
+    scale: float  # rgb pixels per original pixel (1.0 unless downscaled)
+    notes: list[str] = field(default_factory=list)  # what was done to the image, for the user
+
+
+def load_image(
+    source: str | Path | np.ndarray, max_pixels: float = 40e6, max_side: int | None = None
+) -> LoadedImage:
+    """Decode ``source`` (a path, or an (H, W[, 1|3|4]) uint8 / uint16 / float array, floats in
+    [0, 1]) to upright RGB uint8, downscaled to at most ``max_pixels`` pixels and ``max_side``
+    pixels on the longer side. Raises ImageError naming the file and the reason."""
+    notes: list[str] = []
+    if isinstance(source, np.ndarray):
+        path, name, orientation = None, "The image", 1
+        image = _array_to_image(source, notes)
+        stored = image.size
+    else:
+        path = name = str(source)
+        image, stored, orientation = _decode(Path(source), max_pixels, max_side)
+    original = (stored[1], stored[0]) if orientation in _TRANSPOSING else stored
+    if min(original) < MIN_SIDE:
+        raise ImageError(
+            f"{name} is too small ({original[0]} x {original[1]} pixels); use a photo at least "
+            f"{MIN_SIDE} pixels on its shorter side."
+        )
+    # Each step rebinds ``image`` so that a huge decoded image is freed as soon as it is reduced;
+    # rotating after the downscale keeps that rotation cheap.
+    image = _to_8bit(image, name, notes)
+    scale = _target_scale(stored, max_pixels, max_side)
+    # floor (with slack for float error) so that the result never exceeds max_pixels or max_side
+    target = (max(1, math.floor(stored[0] * scale + 1e-6)), max(1, math.floor(stored[1] * scale + 1e-6)))
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if scale < 1:
+        notes.append(f"downscaled from {original[0]} x {original[1]} pixels by {scale:.3f}")
+    if orientation in _EXIF_TRANSPOSE:
+        image = image.transpose(_EXIF_TRANSPOSE[orientation])
+        notes.append(f"turned upright (EXIF orientation {orientation})")
+    if image.mode in ("LA", "RGBA"):
+        background = Image.new("RGB", image.size, BACKGROUND)
+        background.paste(image.convert("RGB"), mask=image.getchannel("A"))
+        image = background
+        notes.append("transparent areas filled with white")
+    rgb = np.array(image if image.mode == "RGB" else image.convert("RGB"))
+    return LoadedImage(rgb, path, (int(original[0]), int(original[1])), float(scale), notes)
+
+
+def _decode(path: Path, max_pixels: float, max_side: int | None) -> tuple[Image.Image, tuple[int, int], int]:
+    """The decoded image (possibly already reduced by JPEG draft mode), its full stored size and
+    its EXIF orientation. Raises ImageError for anything unreadable."""
+    if not path.exists():
+        raise ImageError(f"{path}: file not found.")
+    if path.is_dir():
+        raise ImageError(f"{path} is a folder, not an image.")
+    try:
+        with _open(path) as image:
+            size = image.size
+            pixels = size[0] * size[1]
+            if pixels > MAX_DECODE_PIXELS:
+                raise ImageError(
+                    f"{path} is too large: {size[0]} x {size[1]} pixels ({pixels / 1e6:.0f} MP, the limit "
+                    f"is {MAX_DECODE_PIXELS / 1e6:.0f} MP). Resize it first."
+                )
+            target = _target_scale(size, max_pixels, max_side)
+            if target < 1 and image.format == "JPEG":
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly: far less memory for huge photos
+                image.draft(image.mode, (math.ceil(size[0] * target), math.ceil(size[1] * target)))
+            image.load()
+            orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{path} is not an image Likeness can read ({_reason(exc)}).") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated and damaged data as OSError ("image file is truncated") etc.
+        raise ImageError(
+            f"{path} could not be decoded: it is truncated or damaged ({_reason(exc)})."
+        ) from exc
+    return image, size, orientation
+
+
+def _open(path: Path) -> Image.Image:
+    """Image.open (header only) without Pillow's own bomb check, which would refuse images
+    between its limit (~179 MP) and ours and warn from 89 MP on; ``_decode`` checks the size
+    itself before decoding. The lock keeps concurrent loads from restoring the wrong value."""
+    with _open_lock:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _target_scale(size: tuple[int, int], max_pixels: float, max_side: int | None) -> float:
+    scale = min(1.0, math.sqrt(max_pixels / max(1, size[0] * size[1])))
+    if max_side is not None:
+        scale = min(scale, max_side / max(size))
+    return scale
+
+
+def _to_8bit(image: Image.Image, name: str, notes: list[str]) -> Image.Image:
+    """Any Pillow mode -> L, LA, RGB or RGBA with 8 bits per channel."""
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16-bit and float grey: Pillow's convert("L") would clip at 255 instead of scaling
+        notes.append(f"converted from {image.mode} (high bit depth) to 8 bits")
+        return Image.fromarray(_scale_to_uint8(np.asarray(image), notes))
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    try:
+        return image.convert("RGBA" if has_alpha else "RGB")
+    except ValueError as exc:
+        raise ImageError(f"{name} uses the colour mode {image.mode}, which cannot be made RGB.") from exc
+
+
+def _scale_to_uint8(values: np.ndarray, notes: list[str]) -> np.ndarray:
+    """uint8 as is; 16-bit integer data scaled by 255/65535; floats in [0, 1] (or, when some
+    value exceeds 1.5, in [0, 255], the other common convention)."""
+    if values.dtype == np.uint8:
+        return values
+    if np.issubdtype(values.dtype, np.floating):
+        values = np.nan_to_num(values.astype(np.float32))
+        wide = float(values.max(initial=0)) > 1.5
+        if wide:
+            notes.append("float values above 1: read as 0-255")
+        scaled = values if wide else values * 255.0
+    else:
+        # Pillow's "I" mode holds 16-bit PNGs in int32; wider data is scaled by its own maximum
+        peak = float(values.max(initial=0))
+        scaled = values.astype(np.float32) * (255.0 / (65535.0 if peak <= 65535 else peak))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _array_to_image(array: np.ndarray, notes: list[str]) -> Image.Image:
+    if array.dtype != np.uint8 and array.dtype != np.uint16 and not np.issubdtype(array.dtype, np.floating):
+        raise ImageError(f"Unsupported image array type {array.dtype}: use uint8, uint16 or float.")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    channels = 1 if array.ndim == 2 else array.shape[2] if array.ndim == 3 else 0
+    if channels not in (1, 3, 4):
+        raise ImageError(
+            f"Unsupported image array shape {array.shape}: use (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)."
+        )
+    return Image.fromarray(np.ascontiguousarray(_scale_to_uint8(array, notes)))  # L, RGB or RGBA
+
+
+def list_images(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Expand folders into their image files (recursively, sorted, hidden files skipped); keep
+    other paths as given, so that a missing or odd file is reported by ``load_image``."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            out += sorted(
+                p for p in entry.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(entry).parts)
+            )
+        else:
+            out.append(entry)
+    return out
