@@ -144,6 +144,7 @@ class Pipeline:
             albedo_visibility=texture.visibility,
             landmarks68_2d=params.project(vertices[self.model.landmarks68]),
             face_box=detection.box.copy(),
+            detected_landmarks=detection.landmarks.copy(),
             source=str(loaded.path) if loaded.path else None,
             timings=timings,
             metrics=metrics,

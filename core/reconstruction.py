@@ -43,6 +43,7 @@ class Reconstruction:
     albedo_visibility: np.ndarray  # (S, 2S) float32 in [0, 1]: how much of each texel was seen
     landmarks68_2d: np.ndarray  # (68, 2) float, input-image pixels, of the fitted model's landmarks
     face_box: np.ndarray  # (4,) x0, y0, x1, y1 of the detected face
+    detected_landmarks: Optional[np.ndarray] = None  # (478, 2) MediaPipe landmarks, input-image pixels
     source: Optional[str] = None  # input path, when there was one
     detail: Optional[DetailMaps] = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage

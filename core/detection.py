@@ -1,0 +1,430 @@
+"""Face detection: face boxes plus landmarks, from MediaPipe (dense 478-point mesh) or InsightFace SCRFD.
+
+One mechanism gives dense landmarks for every backend: a box detector proposes faces (MediaPipe's
+BlazeFace or SCRFD), then ``MediaPipeMesh`` runs FaceMesh's landmark network (its ``FaceLandmarkCpu``
+subgraph, shipped in the mediapipe wheel) on a region of interest derived from that box
+(``dense_landmarks``). The FaceMesh solution would derive that region from its own BlazeFace pass over
+the whole input instead: it misses small faces in big photos, and run on crops around given boxes it
+rejected more profiles (AFLW2000-3D dev: 189 of 200 faces against 192 here). The network's
+face-presence score still rejects proposals that are not faces.
+
+Landmarks are ``(x, y)`` in continuous pixel coordinates (docs/ARCHITECTURE.md): MediaPipe's
+normalised ``x * W``, ``y * H``; its relative depth ``z`` is in the units of ``x``, so ``z * W``.
+
+Thread safety: MediaPipe graphs are not thread-safe. Each detector and mesh serialises its own calls
+with a lock, so sharing one between threads is safe but not parallel; use one per thread for that.
+Create them once and reuse them (building the graphs costs far more than a call), and ``close()``
+them or use them as context managers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Protocol
+
+import cv2
+import numpy as np
+
+from .errors import AssetError, DependencyError, FaceSelectionError, NoFaceError
+
+# MediaPipe's own region of interest: a square 1.5 times the face box (BlazeFace's or the landmarks'),
+# rotated so the eyes are level. SCRFD boxes are ~1.2 times larger than BlazeFace's: 1.25 fitted most
+# AFLW2000-3D faces (measured 1.15 / 1.25 / 1.35 / 1.5: 187 / 190 / 188 / 183 of 200).
+_ROI_SCALE = 1.5
+_BOX_ROI_SCALE = {"insightface": 1.25}
+# Crop around the region (side / region side): room for the rotated region; bigger crops are shrunk
+# to _CROP_MAX with area averaging, which the network's bilinear sampling lacks.
+_CROP_SCALE = 1.5
+_CROP_MAX = 512
+# BlazeFace sees the image at 128 px (short range) or 192 px (full range): a face under ~10% of the
+# image goes unseen, so when the whole image yields nothing, a pyramid of overlapping tiles is searched.
+_MIN_TILE = 256
+_NMS_IOU = 0.3
+_SAME_FACE_IOU = 0.5
+_MESH_EYES = (33, 263)  # outer eye corners: image-left eye first, as BlazeFace and SCRFD keypoints 0, 1
+_MESH_SIZES = (468, 478)
+
+_LANDMARK_GRAPH = """
+input_stream: "IMAGE:image"
+input_stream: "ROI:roi"
+output_stream: "LANDMARKS:face_landmarks"
+input_side_packet: "WITH_ATTENTION:with_attention"
+node {
+  calculator: "FaceLandmarkCpu"
+  input_stream: "IMAGE:image"
+  input_stream: "ROI:roi"
+  output_stream: "LANDMARKS:face_landmarks"
+  input_side_packet: "WITH_ATTENTION:with_attention"
+}
+"""
+_PRESENCE_PARAM = "facelandmarkcpu__ThresholdingCalculator.threshold"
+_INSIGHTFACE_ENV = "LIKENESS_INSIGHTFACE_MODEL"
+
+
+@dataclass(eq=False)
+class FaceDetection:
+    """One face: ``box`` (4,) x0, y0, x1, y1 and ``landmarks`` (N, 2) in image pixels.
+
+    N is 478 (MediaPipe mesh with irises), 468 (mesh without), 5 (SCRFD: eyes, nose, mouth corners)
+    or 6 (BlazeFace proposals). ``landmarks_z`` (N,) is the mesh's relative depth in pixels, else None.
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    landmarks_z: Optional[np.ndarray]
+    backend: str
+
+    @property
+    def area(self) -> float:
+        return float(max(self.box[2] - self.box[0], 0.0) * max(self.box[3] - self.box[1], 0.0))
+
+    @property
+    def is_dense(self) -> bool:
+        return self.landmarks.shape[0] in _MESH_SIZES
+
+
+class Detector(Protocol):
+    def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
+        """Faces in an RGB uint8 image, largest box first."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8):
+        raise ValueError("expected an (H, W, 3) uint8 RGB image")
+    return np.ascontiguousarray(rgb)
+
+
+def _import_mediapipe():
+    try:
+        import mediapipe
+    except ImportError as e:
+        raise DependencyError(
+            "MediaPipe is not installed: install the dependencies (pip install mediapipe==0.10.21, or "
+            "the Install Dependencies button in the add-on preferences)."
+        ) from e
+    return mediapipe
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _nms(dets: list[FaceDetection], threshold: float) -> list[FaceDetection]:
+    keep: list[FaceDetection] = []
+    for d in sorted(dets, key=lambda d: -d.score):
+        if all(_iou(d.box, k.box) < threshold for k in keep):
+            keep.append(d)
+    return keep
+
+
+def _largest_first(dets: list[FaceDetection]) -> list[FaceDetection]:
+    return sorted(dets, key=lambda d: -d.area)
+
+
+def _roll(p0: np.ndarray, p1: np.ndarray) -> float:
+    """MediaPipe's ROI rotation (radians) that makes the segment p0 -> p1 horizontal."""
+    return -math.atan2(-(p1[1] - p0[1]), p1[0] - p0[0])
+
+
+def _square_crop(rgb: np.ndarray, cx: float, cy: float, side: float) -> tuple[np.ndarray, int, int, float]:
+    """Square crop (zero padded outside the image) of about ``side`` px centred at (cx, cy), shrunk to
+    at most _CROP_MAX. Returns crop, its integer origin in the image and crop px per image px."""
+    h, w = rgb.shape[:2]
+    n = max(int(math.ceil(side)), 1)
+    x0, y0 = int(round(cx - n / 2)), int(round(cy - n / 2))
+    crop = np.zeros((n, n, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + n, w), min(y0 + n, h)
+    if sx1 > sx0 and sy1 > sy0:
+        crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
+    if n > _CROP_MAX:
+        # cv2.resize keeps pixel centres aligned, so continuous coordinates scale exactly by the ratio.
+        crop = cv2.resize(crop, (_CROP_MAX, _CROP_MAX), interpolation=cv2.INTER_AREA)
+    return crop, x0, y0, crop.shape[0] / n
+
+
+class MediaPipeMesh:
+    """The FaceMesh landmark network (478 points with ``refine_landmarks``, else 468) on a given box."""
+
+    def __init__(self, refine_landmarks: bool = True, min_presence: float = 0.5):
+        _import_mediapipe()
+        from mediapipe.framework.formats import rect_pb2
+        from mediapipe.python.solution_base import SolutionBase
+
+        self._rect = rect_pb2.NormalizedRect
+        self._graph = SolutionBase(graph_config=_LANDMARK_GRAPH,
+                                   side_inputs={"with_attention": refine_landmarks},
+                                   calculator_params={_PRESENCE_PARAM: min_presence},
+                                   outputs=["face_landmarks"])
+        self._lock = threading.Lock()
+
+    def fit(self, rgb: np.ndarray, box: np.ndarray, eyes: Optional[np.ndarray] = None,
+            box_scale: float = _ROI_SCALE) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """Landmarks (N, 2) and depth (N,) in image pixels for the face in ``box``; None when the
+        network finds no face there. ``eyes`` (2, 2), image-left eye first, sets the initial roll."""
+        rgb = _check_rgb(rgb)
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        roi = box_scale * max(box[2] - box[0], box[3] - box[1])
+        crop, x0, y0, k = _square_crop(rgb, cx, cy, _CROP_SCALE * roi)
+        centre = np.array([cx - x0, cy - y0]) * k
+        # Eye keypoints of profiles can give a wild roll: retry level before giving up.
+        rolls = ([_roll(*eyes)] if eyes is not None else []) + [0.0]
+        with self._lock:
+            pts = next((p for r in rolls if (p := self._run(crop, centre, roi * k, r)) is not None), None)
+            if pts is None:
+                return None
+            # Second pass on the region the first landmarks span, as FaceMesh does when tracking video:
+            # it makes the result depend less on which detector framed the face (AFLW2000-3D: median
+            # BlazeFace vs SCRFD difference 0.7% -> 0.4% of the face size; accuracy unchanged).
+            lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+            again = self._run(crop, (lo + hi) / 2, _ROI_SCALE * float((hi - lo).max()),
+                              _roll(pts[_MESH_EYES[0], :2], pts[_MESH_EYES[1], :2]))
+        pts = (again if again is not None else pts) / k
+        return pts[:, :2] + [x0, y0], pts[:, 2]
+
+    def _run(self, crop: np.ndarray, centre: np.ndarray, side: float, roll: float) -> Optional[np.ndarray]:
+        n = crop.shape[0]
+        roi = self._rect(x_center=centre[0] / n, y_center=centre[1] / n, width=side / n, height=side / n,
+                         rotation=roll)
+        lms = self._graph.process({"image": crop, "roi": roi}).face_landmarks
+        if lms is None:
+            return None
+        # Normalised to the crop; z is normalised by the width like x.
+        return np.array([(p.x, p.y, p.z) for p in lms.landmark], np.float64) * n
+
+    def close(self) -> None:
+        with self._lock:
+            if self._graph is not None:
+                self._graph.close()
+                self._graph = None
+
+    def __enter__(self) -> MediaPipeMesh:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _eyes(detection: FaceDetection) -> np.ndarray:
+    idx = _MESH_EYES if detection.is_dense else (0, 1)
+    return detection.landmarks[list(idx)]
+
+
+def _fit_dense(rgb: np.ndarray, detection: FaceDetection, mesh: MediaPipeMesh,
+               backend: str) -> Optional[FaceDetection]:
+    fit = mesh.fit(rgb, detection.box, _eyes(detection), _BOX_ROI_SCALE.get(detection.backend, _ROI_SCALE))
+    if fit is None:
+        return None
+    pts, z = fit
+    box = np.concatenate([pts.min(0), pts.max(0)])
+    return FaceDetection(box, detection.score, pts, z, backend)
+
+
+def dense_landmarks(rgb: np.ndarray, detection: FaceDetection, mesh: MediaPipeMesh) -> FaceDetection:
+    """The detection refitted with the dense mesh; its box becomes the box of the mesh landmarks.
+
+    Raises NoFaceError when the landmark network rejects the face (extreme profile, heavy occlusion)."""
+    backend = detection.backend if detection.backend == "mediapipe" else f"{detection.backend}+mediapipe"
+    dense = _fit_dense(rgb, detection, mesh, backend)
+    if dense is None:
+        raise NoFaceError(
+            "A face was detected but its landmarks could not be fitted (extreme profile, heavy occlusion or "
+            "blur). Use a photo where the face is seen more from the front."
+        )
+    return dense
+
+
+def _tiles(h: int, w: int) -> Iterator[tuple[int, int, int]]:
+    """(x, y, side) of square tiles overlapping by half, halving the side down to _MIN_TILE."""
+    side = min(h, w) // 2
+    while side >= _MIN_TILE:
+        step = side // 2
+        for y in sorted({*range(0, h - side, step), h - side}):
+            for x in sorted({*range(0, w - side, step), w - side}):
+                yield x, y, side
+        side //= 2
+
+
+class MediaPipeDetector:
+    """Faces with dense MediaPipe landmarks: BlazeFace boxes refined by ``MediaPipeMesh``. Offline
+    (the models ship in the mediapipe wheel). A group photo whose faces are all small is searched
+    tile by tile, so its faces may take ~0.5 s to find on CPU."""
+
+    def __init__(self, max_faces: int = 5, min_confidence: float = 0.5, refine_landmarks: bool = True):
+        mp = _import_mediapipe()
+        self.max_faces = max_faces
+        blaze = mp.solutions.face_detection.FaceDetection
+        self._short_range = blaze(min_detection_confidence=min_confidence, model_selection=0)
+        self._full_range = blaze(min_detection_confidence=min_confidence, model_selection=1)
+        self.mesh = MediaPipeMesh(refine_landmarks)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
+        rgb = _check_rgb(rgb)
+        found: list[FaceDetection] = []
+        for proposal in _largest_first(self.proposals(rgb)):
+            face = _fit_dense(rgb, proposal, self.mesh, "mediapipe")
+            if face is not None and all(_iou(face.box, f.box) < _SAME_FACE_IOU for f in found):
+                found.append(face)
+                if len(found) == self.max_faces:
+                    break
+        return _largest_first(found)
+
+    def proposals(self, rgb: np.ndarray) -> list[FaceDetection]:
+        """BlazeFace boxes with its 6 keypoints (eyes, nose tip, mouth, ear tragions), not yet checked
+        by the landmark network."""
+        rgb = _check_rgb(rgb)
+        with self._lock:
+            found = self._blaze(self._short_range, rgb, 0, 0)
+            if not found:
+                h, w = rgb.shape[:2]
+                for x, y, s in _tiles(h, w):
+                    found += self._blaze(self._full_range, np.ascontiguousarray(rgb[y:y + s, x:x + s]), x, y)
+        return _nms(found, _NMS_IOU)
+
+    @staticmethod
+    def _blaze(model, rgb: np.ndarray, x0: int, y0: int) -> list[FaceDetection]:
+        h, w = rgb.shape[:2]
+        out = []
+        for d in model.process(rgb).detections or []:
+            b = d.location_data.relative_bounding_box
+            box = np.array([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h])
+            kps = np.array([(k.x * w, k.y * h) for k in d.location_data.relative_keypoints])
+            out.append(FaceDetection(box + [x0, y0, x0, y0], float(d.score[0]), kps + [x0, y0], None,
+                                     "blazeface"))
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:  # SolutionBase.close() raises when called twice
+                self._short_range.close()
+                self._full_range.close()
+                self.mesh.close()
+                self._closed = True
+
+    def __enter__(self) -> MediaPipeDetector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def default_insightface_model() -> Path:
+    """An SCRFD detector: env LIKENESS_INSIGHTFACE_MODEL, else the first ``det_*.onnx`` or ``scrfd*.onnx``
+    under ``~/.insightface/models`` (where InsightFace keeps its model packs)."""
+    env = os.environ.get(_INSIGHTFACE_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise AssetError(f"{_INSIGHTFACE_ENV} is set to {path}, which is not a file: point it to an "
+                             "InsightFace SCRFD .onnx detector (e.g. det_10g.onnx from the buffalo_l pack).")
+        return path
+    root = Path("~/.insightface/models").expanduser()
+    found = sorted(p for pattern in ("det_*.onnx", "scrfd*.onnx") for p in root.rglob(pattern))
+    if not found:
+        raise AssetError(
+            f"No InsightFace face detector found under {root}. Download an SCRFD model (e.g. the buffalo_l "
+            f"pack's det_10g.onnx) into that folder, or set {_INSIGHTFACE_ENV} to its path, or use the "
+            "mediapipe detector."
+        )
+    return found[0]
+
+
+class InsightFaceDetector:
+    """SCRFD face boxes with 5 keypoints (image-left eye, other eye, nose, mouth corners) on CPU.
+    For dense landmarks pass its detections to ``dense_landmarks``."""
+
+    def __init__(self, model_path: str | os.PathLike | None = None, det_size: tuple[int, int] = (320, 320),
+                 max_faces: int = 5, min_confidence: float = 0.5):
+        path = Path(model_path) if model_path is not None else default_insightface_model()
+        if not path.is_file():
+            raise AssetError(f"InsightFace model {path} does not exist: pass an SCRFD .onnx detector.")
+        try:
+            from insightface.model_zoo import get_model
+        except ImportError as e:
+            raise DependencyError("InsightFace is not installed: pip install insightface==2.1 onnxruntime, "
+                                  "or use the mediapipe detector.") from e
+        try:
+            model = get_model(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime reports corrupt files with its own exception types
+            raise AssetError(f"Could not load the InsightFace model {path} ({e}): download it again.") from e
+        if model is None or getattr(model, "taskname", None) != "detection":
+            raise AssetError(f"{path} is not an InsightFace face detector: use an SCRFD model (det_*.onnx).")
+        if not model.use_kps:
+            raise AssetError(f"{path} is an SCRFD model without keypoints: use a *_kps model (det_*.onnx).")
+        model.prepare(ctx_id=-1, input_size=tuple(det_size), det_thresh=min_confidence)
+        self.path = path
+        self.max_faces = max_faces
+        self._model = model
+
+    def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
+        bgr = np.ascontiguousarray(_check_rgb(rgb)[..., ::-1])
+        boxes, kps = self._model.detect(bgr)
+        dets = [FaceDetection(b[:4].astype(np.float64), float(b[4]), k.astype(np.float64), None,
+                              "insightface") for b, k in zip(boxes, kps, strict=True)]
+        return _largest_first(dets)[:self.max_faces]
+
+    def close(self) -> None:
+        self._model = None
+
+    def __enter__(self) -> InsightFaceDetector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def make_detector(backend: str = "mediapipe", **kwargs) -> Detector:
+    if backend == "mediapipe":
+        return MediaPipeDetector(**kwargs)
+    if backend == "insightface":
+        return InsightFaceDetector(**kwargs)
+    raise ValueError(f"unknown face detector backend {backend!r}: use 'mediapipe' or 'insightface'")
+
+
+def select_face(detections: list[FaceDetection], index: Optional[int] = None,
+                source: str = "the image") -> FaceDetection:
+    """The largest face, or the ``index``-th of the detections (largest first)."""
+    if not detections:
+        raise NoFaceError(f"No face found in {source}. Use a photo with a clearly visible face, lit from the "
+                          "front and at least about 64 pixels across.")
+    if index is None:
+        return max(detections, key=lambda d: d.area)
+    if not 0 <= index < len(detections):
+        n = len(detections)
+        raise FaceSelectionError(f"Face {index} was requested but {n} face(s) were found in {source}: "
+                                 f"choose an index from 0 to {n - 1} (largest first).")
+    return detections[index]
+
+
+def detect_face(rgb: np.ndarray, backend: str = "mediapipe", face_index: Optional[int] = None,
+                detector: Optional[Detector] = None, mesh: Optional[MediaPipeMesh] = None,
+                source: str = "the image") -> FaceDetection:
+    """One face with dense landmarks. ``detector`` (reused, not closed) overrides ``backend``; boxes
+    without dense landmarks are refined with ``mesh`` (or a temporary one)."""
+    own = detector is None
+    detector = make_detector(backend) if own else detector
+    try:
+        face = select_face(detector.detect(rgb), face_index, source)
+    finally:
+        if own:
+            detector.close()
+    if face.is_dense:
+        return face
+    if mesh is not None:
+        return dense_landmarks(rgb, face, mesh)
+    with MediaPipeMesh() as temporary:
+        return dense_landmarks(rgb, face, temporary)
