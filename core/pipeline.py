@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .correspondence import Correspondence, load_correspondence
-from .detection import FaceDetection, detect_face, make_detector
+from .detection import FaceDetection, MediaPipeMesh, detect_face, make_detector
 from .errors import LikenessError
 from .face_model import FaceModel, load_face_model
 from .image_io import load_image
@@ -84,6 +84,7 @@ class Pipeline:
         self.correspondence = load_correspondence()
         self.detector_backend = detector_backend
         self._detector = None
+        self._mesh: MediaPipeMesh | None = None
         self._points: dict[int, object] = {}
 
     @property
@@ -91,6 +92,21 @@ class Pipeline:
         if self._detector is None:
             self._detector = make_detector(self.detector_backend)
         return self._detector
+
+    @property
+    def mesh(self) -> MediaPipeMesh | None:
+        """Dense-landmark network for detectors that only give boxes (InsightFace)."""
+        if self.detector_backend == "mediapipe":
+            return None
+        if self._mesh is None:
+            self._mesh = MediaPipeMesh()
+        return self._mesh
+
+    def close(self) -> None:
+        for resource in (self._detector, self._mesh):
+            if resource is not None:
+                resource.close()
+        self._detector = self._mesh = None
 
     def surface_points(self, num_identity: int):
         if num_identity not in self._points:
@@ -118,8 +134,8 @@ class Pipeline:
             warnings.extend(loaded.notes)
         with _timed(timings, "detect"):
             progress.stage("detect")
-            detection = detect_face(rgb, backend=self.detector_backend, face_index=settings.face_index,
-                                    detector=self.detector)
+            detection = detect_face(rgb, face_index=settings.face_index, detector=self.detector,
+                                    mesh=self.mesh, source=loaded.path.name if loaded.path else "the image")
         with _timed(timings, "regress"):
             progress.stage("regress")
             coarse, target = self.fit_landmarks(detection, rgb.shape[1], rgb.shape[0], settings.regression)
