@@ -7,8 +7,15 @@ Public API::
     rec.save("out/")
 """
 
-from .errors import (AssetError, Cancelled, DependencyError, FaceSelectionError, ImageError, LikenessError,
-                     NoFaceError)
+from .errors import (
+    AssetError,
+    Cancelled,
+    DependencyError,
+    FaceSelectionError,
+    ImageError,
+    LikenessError,
+    NoFaceError,
+)
 from .progress import Progress
 from .reconstruction import DetailMaps, Reconstruction
 

@@ -97,7 +97,8 @@ def run(inputs: list, names: list[str], args: argparse.Namespace) -> int:
             rec = pipeline.run(item, settings, progress)
             written = rec.save(_unique_dir(args.output, Path(name).stem, used), formats=formats)
             bar.close()
-            print(f"[{i}/{len(inputs)}] {name}: ok in {rec.timings.get('total', 0):.1f} s -> {written[0].parent}")
+            seconds = rec.timings.get("total", 0)
+            print(f"[{i}/{len(inputs)}] {name}: ok in {seconds:.1f} s -> {written[0].parent}")
             for warning in rec.warnings:
                 print(f"    warning: {warning}")
         except KeyboardInterrupt:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -72,7 +72,8 @@ class FaceModel:
     def num_vertices(self) -> int:
         return self.neutral.shape[0]
 
-    def vertices(self, identity: np.ndarray | None = None, expression: np.ndarray | None = None) -> np.ndarray:
+    def vertices(self, identity: np.ndarray | None = None,
+                 expression: np.ndarray | None = None) -> np.ndarray:
         """Model-space vertices (V, 3) for identity coefficients and expression weights."""
         v = self.neutral.astype(np.float32, copy=True)
         if identity is not None:

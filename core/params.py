@@ -40,7 +40,7 @@ class Camera:
         return np.array([[self.focal, 0, self.cx], [0, self.focal, self.cy], [0, 0, 1.0]])
 
     @staticmethod
-    def default_for(width: int, height: int, fov_deg: float = 20.0) -> "Camera":
+    def default_for(width: int, height: int, fov_deg: float = 20.0) -> Camera:
         """A portrait-lens guess: ``fov_deg`` across the longer side, centred principal point."""
         focal = 0.5 * max(width, height) / np.tan(np.radians(fov_deg) / 2)
         return Camera(float(focal), width / 2, height / 2, width, height)
@@ -75,7 +75,7 @@ class FaceParams:
         roll = np.degrees(np.arctan2(r[1, 0], r[0, 0]))
         return float(yaw), float(pitch), float(roll)
 
-    def copy(self) -> "FaceParams":
+    def copy(self) -> FaceParams:
         return replace(
             self,
             identity=self.identity.copy(),

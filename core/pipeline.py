@@ -8,10 +8,11 @@ for a batch of photos instead of a hidden module-level cache.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -135,7 +136,7 @@ class Pipeline:
         with _timed(timings, "detect"):
             progress.stage("detect")
             detection = detect_face(rgb, face_index=settings.face_index, detector=self.detector,
-                                    mesh=self.mesh, source=loaded.path.name if loaded.path else "the image")
+                                    mesh=self.mesh, source=Path(loaded.path).name if loaded.path else "the image")
         with _timed(timings, "regress"):
             progress.stage("regress")
             coarse, target = self.fit_landmarks(detection, rgb.shape[1], rgb.shape[0], settings.regression)

@@ -8,8 +8,9 @@ report work with ``advance()`` and call ``check()`` at safe points so that a can
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from .errors import Cancelled
 

@@ -177,7 +177,8 @@ class _Objective:
         n = len(self.lm_weight)
         prior = ((s.identity_weight * identity) ** 2).sum() + ((s.expression_weight * expression) ** 2).sum()
         total = s.photometric_weight * photo + s.landmark_weight * lm + prior / n
-        return total, {"photometric": float(photo), "landmark": float(lm), "prior": float(prior / n)}
+        terms = {"photometric": photo.item(), "landmark": lm.item(), "prior": (prior / n).item()}
+        return total, terms
 
 
 def _initial_albedo(obj: _Objective) -> torch.Tensor:
@@ -226,7 +227,8 @@ def refine(model: FaceModel, rgb: np.ndarray, coarse: FaceParams, target: Landma
         progress.advance()
     if best is None:
         return RefinementResult(coarse.copy(), {})
-    _, final_terms = obj.energy(*best)
+    with torch.no_grad():
+        _, final_terms = obj.energy(*best)
     b_rot, b_t, b_id, b_exp, b_sh, _ = (v.cpu().double().numpy() for v in best)
     params = FaceParams(b_id, b_exp, b_rot, b_t, coarse.camera, b_sh)
     metrics = {f"{k}_before": v for k, v in first.items()} | {f"{k}_after": v for k, v in final_terms.items()}

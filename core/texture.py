@@ -18,7 +18,7 @@ import torch
 
 from .face_model import SKIN_POLYGONS, FaceModel
 from .params import FaceParams
-from .rendering import fragments_from_face_ids, interpolate, rasterize, shade, vertex_normals
+from .rendering import rasterize, shade, vertex_normals
 
 # Visibility weight ramps up between these cosines of the angle between normal and view ray.
 GRAZING_COS = (0.15, 0.5)
@@ -76,7 +76,8 @@ def push_pull_fill(values: np.ndarray, weights: np.ndarray, levels: int = 12) ->
     small_v = cv2.resize(values * w, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
     small_w = cv2.resize(w[..., 0], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
     small_v = small_v.reshape(small_w.shape + (-1,))
-    coarse = push_pull_fill(small_v / np.maximum(small_w[..., None], 1e-8), np.minimum(small_w * 4, 1), levels - 1)
+    coarse = push_pull_fill(small_v / np.maximum(small_w[..., None], 1e-8), np.minimum(small_w * 4, 1),
+                            levels - 1)
     coarse = cv2.resize(coarse, (values.shape[1], values.shape[0]), interpolation=cv2.INTER_LINEAR)
     coarse = coarse.reshape(values.shape)
     alpha = np.clip(w, 0, 1)

@@ -30,3 +30,20 @@ def face_model():
     from core.face_model import load_face_model
 
     return load_face_model(ICT_ZIP)
+
+
+@pytest.fixture(scope="session")
+def pipeline(face_model):
+    from core.pipeline import Pipeline
+
+    pipe = Pipeline(model=face_model)
+    yield pipe
+    pipe.close()
+
+
+@pytest.fixture(scope="session")
+def fast_reconstruction(pipeline):
+    """A real reconstruction (preset "fast") of a frontal photo, shared by several test files."""
+    from core.pipeline import preset_settings
+
+    return pipeline.run(face_photo("000002.jpg"), preset_settings("fast"))

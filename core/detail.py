@@ -1,0 +1,615 @@
+"""Mid-frequency detail: a displacement map over the face UV tile, optimised against the photo.
+
+The fitted head explains the face's shape; folds (nasolabial, forehead, crow's feet, under the
+eyes) are left to this stage. A displacement along the coarse mesh's normals is parametrised as
+an (R, R) map over the face UV tile (a coarse-to-fine pyramid of maps summed, bounded by tanh),
+multiplied by a falloff that is exactly 0 on the face region's boundary (where the face meets the
+neck, the eye and mouth sockets), so the head stays watertight. The face triangles are densified
+by midpoint subdivision; every dense vertex is a fixed barycentric combination of coarse vertices,
+so the dense mesh follows the fitted one exactly and only the displacement is optimised.
+
+Losses compare a shaded render of the displaced dense mesh (fitted albedo, fitted SH light) with
+the photo in a square face crop: CLIP features at several depths, a robust photometric term and a
+spectrum-weighted frequency Wing term on visible skin, plus smoothness, magnitude and left/right
+symmetry of the map. The albedo is low-passed first: the texture stage de-lit the photo with the
+coarse normals, so its full-resolution albedo already contains the folds' shading; only with a
+smooth albedo must the mid-frequency shading be explained by geometry.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import sparse
+from scipy.spatial import cKDTree
+
+from .clip_features import ClipFeatureExtractor, ClipSettings
+from .face_model import FACE_POLYGONS, SKIN_POLYGONS, VERTEX_REGIONS, FaceModel
+from .losses import (
+    clip_consistency_loss,
+    frequency_wing_loss,
+    laplacian_smoothness,
+    magnitude_loss,
+    photometric_loss,
+    symmetry_loss,
+)
+from .progress import Progress
+from .reconstruction import DetailMaps, Reconstruction
+from .refinement import Crop
+from .rendering import (
+    Fragments,
+    interpolate,
+    interpolate_corners,
+    project,
+    rasterize,
+    sample_texture,
+    select_device,
+    shade,
+    vertex_normals,
+)
+from .skin_mask import skin_mask
+from .texture import fit_sh, uv_surface
+
+FACE_VERTICES = VERTEX_REGIONS["face"][1]
+NARROW_FACE_VERTICES = VERTEX_REGIONS["narrow_face"][1]
+SKIN_VERTICES = VERTEX_REGIONS["head_neck"][1]
+MIN_FACE_PX = 80.0  # face box side below which the photo has no mid-frequency detail to give
+RANDOM_CLIP_WARNING = (
+    "CLIP weights are random (pretrained=None): detail is not CLIP-guided in any meaningful sense"
+)
+PYRAMID_LEVELS = 4  # displacement = sum of maps at R, R/2, R/4, R/8: coarse folds converge first
+# Low, mid, high radial bands (core.losses.DEFAULT_BANDS): the high band is mostly pores, hair and
+# JPEG noise, which a displacement should not chase.
+FREQUENCY_BAND_WEIGHTS = (1.0, 1.0, 0.25)
+GRAZING_COS = 0.3  # pixels seen more obliquely than this are left out of the data terms
+SKIN_MARGIN = 0.03  # skin-mask dilation of eyes, brows and mouth, fraction of the face size
+
+
+@dataclass
+class DetailSettings:
+    iterations: int = 150
+    resolution: int = 256  # side of the displacement map over the face UV tile
+    render_resolution: int = 256  # side of the square face crop the losses compare
+    max_displacement_mm: float = 3.0  # |displacement| < this (tanh)
+    strength: float = 1.0  # scales the result (maps and mesh) after the optimisation
+    # Loss weights; 0 switches a term off (ablations).
+    clip_weight: float = 1.0
+    photometric_weight: float = 1.0
+    frequency_weight: float = 0.1
+    smoothness_weight: float = 0.05
+    magnitude_weight: float = 0.002
+    symmetry_weight: float = 0.002
+    clip: ClipSettings = field(default_factory=ClipSettings)
+    clip_every: int = 0  # CLIP forward/backward every k-th iteration; 0: 1 on CUDA, 5 on CPU
+    subdivision: int = 1  # midpoint subdivision levels of the face triangles
+    learning_rate: float = 0.03
+    device: str = "auto"
+    holdout: bool = False  # leave a checkerboard of face pixels out of the data terms (evaluation)
+    falloff_width: float = 0.04  # face-tile UV units (~7 mm) over which displacement ramps up
+    albedo_blur_mm: float = 4.0  # low-pass of the albedo, see the module docstring
+
+    @staticmethod
+    def from_pipeline(settings) -> DetailSettings:
+        """From ``core.pipeline.Settings``' detail fields (iterations, resolution, strength, CLIP)."""
+        return DetailSettings(
+            iterations=settings.detail_iterations,
+            resolution=settings.detail_resolution,
+            strength=settings.detail_strength,
+            clip=ClipSettings(settings.clip_model, settings.clip_pretrained),
+            device=settings.device,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Dense face mesh and falloff
+
+
+def boundary_edges(faces: np.ndarray) -> np.ndarray:
+    """(K, 2) vertex pairs of the edges used by exactly one triangle."""
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    return unique[counts == 1]
+
+
+class UVFalloff:
+    """Smoothstep of the UV distance to the face island's boundary: 0 on it, 1 from ``width`` on.
+
+    Distances are to points sampled along the boundary edges, endpoints included, so that
+    boundary vertices get exactly 0."""
+
+    def __init__(self, segments: np.ndarray, width: float, samples: int = 8):
+        t = np.linspace(0.0, 1.0, samples + 1)[None, :, None]
+        points = segments[:, :1] * (1 - t) + segments[:, 1:] * t
+        self._tree = cKDTree(points.reshape(-1, 2))
+        self.width = width
+
+    def __call__(self, tile_uv: np.ndarray) -> np.ndarray:
+        dist, _ = self._tree.query(tile_uv.reshape(-1, 2))
+        x = np.clip(dist / self.width, 0.0, 1.0)
+        return (x * x * (3 - 2 * x)).reshape(tile_uv.shape[:-1]).astype(np.float32)
+
+
+@dataclass
+class DenseFaceMesh:
+    """The face-region triangles after midpoint subdivision."""
+
+    faces: np.ndarray  # (Fd, 3) int64
+    uvs: np.ndarray  # (Vd, 2) float64 skin-atlas uv (the face tile is u in [0, 0.5])
+    weights: sparse.csr_matrix  # (Vd, FACE_VERTICES) barycentric weights of the coarse vertices
+    falloff: UVFalloff
+    vertex_falloff: np.ndarray  # (Vd,) float32, exactly 0 on the boundary
+
+    @property
+    def tile_uvs(self) -> np.ndarray:
+        """UVs in the face tile's own [0, 1] square."""
+        return self.uvs * np.array([2.0, 1.0])
+
+    def follow(self, per_vertex: np.ndarray) -> np.ndarray:
+        """A (V, C) attribute of the coarse mesh (e.g. fitted vertices) at the dense vertices."""
+        return self.weights @ per_vertex[:FACE_VERTICES].astype(np.float64)
+
+
+def _subdivide(faces: np.ndarray, weights: sparse.csr_matrix, uvs: np.ndarray):
+    """One midpoint subdivision: a new vertex per edge, each triangle into four (same winding)."""
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    unique, inverse = np.unique(edges, axis=0, return_inverse=True)
+    mid = len(uvs) + inverse.reshape(3, -1).T  # new vertex of edges (0, 1), (1, 2), (2, 0)
+    a, b, c = faces.T
+    ab, bc, ca = mid.T
+    children = ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))
+    new_faces = np.concatenate([np.stack(child, 1) for child in children])
+    halves = 0.5 * (weights[unique[:, 0]] + weights[unique[:, 1]])
+    new_uvs = np.concatenate([uvs, 0.5 * (uvs[unique[:, 0]] + uvs[unique[:, 1]])])
+    return new_faces, sparse.vstack([weights, halves]).tocsr(), new_uvs
+
+
+def dense_face_mesh(model: FaceModel, levels: int, falloff_width: float) -> DenseFaceMesh:
+    """Subdivide the face-region triangles ``levels`` times, carrying UVs and weights."""
+    faces, uv_faces = model.triangles(FACE_POLYGONS)
+    uvs = np.zeros((FACE_VERTICES, 2))
+    # The face region has no UV seams: duplicated uv ids of a vertex share coordinates (tested).
+    uvs[faces.ravel()] = model.atlas_uvs[uv_faces.ravel()]
+    weights = sparse.identity(FACE_VERTICES, format="csr")
+    faces = faces.astype(np.int64)
+    for _ in range(levels):
+        faces, weights, uvs = _subdivide(faces, weights, uvs)
+    tile_uvs = uvs * np.array([2.0, 1.0])
+    falloff = UVFalloff(tile_uvs[boundary_edges(faces)], falloff_width)
+    return DenseFaceMesh(faces, uvs, weights, falloff, falloff(tile_uvs))
+
+
+def face_tile(model: FaceModel, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per texel of a (size, size) face-tile map: the coarse face triangle under it (-1 outside
+    the face island) and the texel centres' tile UVs (size, size, 2)."""
+    surface = uv_surface(model, size)
+    num_face = len(model.triangles(FACE_POLYGONS)[0])  # skin triangles start with the face's
+    face_id = surface.face_id[:, :size]
+    face_id = np.where(face_id < num_face, face_id, -1)
+    centres = (np.arange(size) + 0.5) / size
+    uv = np.stack(np.meshgrid(centres, 1 - centres, indexing="xy"), -1)
+    return face_id, uv
+
+
+def uv_stretch(vertices: np.ndarray, model: FaceModel) -> np.ndarray:
+    """(F, 2) metres of surface per unit of face-tile u and v for each coarse face triangle."""
+    faces, uv_faces = model.triangles(FACE_POLYGONS)
+    corners = vertices[faces].astype(np.float64)
+    uv = model.atlas_uvs[uv_faces].astype(np.float64) * [2.0, 1.0]
+    edges = (corners[:, 1:] - corners[:, :1]).transpose(0, 2, 1)  # (F, 3, 2)
+    duv = (uv[:, 1:] - uv[:, :1]).transpose(0, 2, 1)  # (F, 2, 2)
+    det = np.linalg.det(duv)
+    ok = np.abs(det) > 1e-12
+    jac = np.full((len(faces), 3, 2), np.nan)
+    jac[ok] = edges[ok] @ np.linalg.inv(duv[ok])  # d(position) / d(u, v)
+    stretch = np.linalg.norm(jac, axis=1)
+    return np.where(np.isfinite(stretch), stretch, np.nanmedian(stretch, axis=0))
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering the displaced face
+
+
+@dataclass
+class DetailRender:
+    image: torch.Tensor  # (H, W, 3) albedo x shading, 0 outside the face
+    normals: torch.Tensor  # (H, W, 3) unit shading normals, camera axes
+    mask: torch.Tensor  # (H, W) bool, the face region covers the pixel
+    fragments: Fragments
+
+
+class DetailScene:
+    """The fitted face as a dense mesh seen through a square crop of the photo.
+
+    Shading normals are the coarse mesh's smooth normals plus what the displacement changes in
+    the dense mesh's normals (displaced minus undisplaced): zero displacement renders exactly like
+    the smooth coarse face, not like the faceted flat subdivision."""
+
+    def __init__(self, rec: Reconstruction, mesh: DenseFaceMesh, resolution: int, device: torch.device,
+                 albedo_blur_mm: float):
+        self.device = device
+        self.size = resolution
+        self.crop = Crop.around(rec.face_box, resolution)
+        self.camera = self.crop.camera(rec.params.camera)
+
+        def t(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device, dtype)
+
+        positions, normals = dense_frame(rec, mesh)
+        rotation = rec.params.rotation_matrix()
+        positions = positions @ rotation.T + rec.params.translation
+        normals = normals @ rotation.T
+        self.faces = t(mesh.faces, torch.int64)
+        self.positions = t(positions)
+        self.normals = t(normals)  # displacement directions and smooth shading normals
+        self.flat_normals = vertex_normals(self.positions, self.faces)
+        self.uv_corners = t(mesh.uvs[mesh.faces])
+        narrow = mesh.follow((np.arange(FACE_VERTICES) < NARROW_FACE_VERTICES)[:, None].astype(float))
+        self.narrow = t(narrow)
+        self.albedo = t(_smooth_albedo(rec, albedo_blur_mm))  # (S, 2S, 3)
+        self.sh = t(rec.params.sh)
+        self.photo = t(self.crop.image(rec.image).astype(np.float32) / 255)
+
+    def vertices(self, displacement_mm: torch.Tensor) -> torch.Tensor:
+        """Camera-space dense vertices for a per-vertex displacement (Vd,) in millimetres."""
+        return self.positions + self.normals * (displacement_mm * 1e-3)[:, None]
+
+    def render(self, displacement_mm: torch.Tensor, albedo: torch.Tensor | None = None,
+               sh: torch.Tensor | None = None) -> DetailRender:
+        """Shaded render; ``albedo`` (3, S, 2S) defaults to the smoothed fitted one, ``sh`` to the
+        fitted light."""
+        verts = self.vertices(displacement_mm)
+        # Visibility and barycentrics without gradients: a few millimetres barely move the
+        # silhouette, and the shading normals carry the signal (half the backward's cost).
+        frags = rasterize(project(verts.detach(), self.camera), self.faces, self.size, self.size)
+        detail = vertex_normals(verts, self.faces) - self.flat_normals
+        shading_normals = F.normalize(self.normals + detail, dim=-1)
+        normals = F.normalize(interpolate(frags, shading_normals, self.faces), dim=-1)
+        texture = self.albedo if albedo is None else albedo
+        colour = sample_texture(texture, interpolate_corners(frags, self.uv_corners))
+        image = colour * shade(normals, self.sh if sh is None else sh) * frags.mask[..., None]
+        return DetailRender(image, normals, frags.mask, frags)
+
+
+def dense_frame(rec: Reconstruction, mesh: DenseFaceMesh) -> tuple[np.ndarray, np.ndarray]:
+    """Model-space positions (Vd, 3) of the dense mesh on the fitted head and its displacement
+    directions: the coarse skin's smooth vertex normals, interpolated (unit, (Vd, 3))."""
+    skin_faces, _ = rec.model.triangles(SKIN_POLYGONS)
+    coarse = torch.from_numpy(rec.vertices[:SKIN_VERTICES].astype(np.float64))
+    normals = mesh.follow(vertex_normals(coarse, torch.from_numpy(skin_faces.astype(np.int64))).numpy())
+    return mesh.follow(rec.vertices), normals / np.linalg.norm(normals, axis=1, keepdims=True)
+
+
+def _smooth_albedo(rec: Reconstruction, blur_mm: float) -> np.ndarray:
+    """The fitted skin-atlas albedo in [0, 1], its face tile Gaussian-blurred by ``blur_mm``."""
+    albedo = rec.albedo.astype(np.float32) / 255
+    size = albedo.shape[0]
+    mm_per_texel = 1e3 * float(np.median(uv_stretch(rec.vertices, rec.model))) / size
+    sigma = blur_mm / mm_per_texel
+    if sigma > 0.3:
+        albedo[:, :size] = cv2.GaussianBlur(albedo[:, :size], (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return albedo
+
+
+def _loss_mask(rec: Reconstruction, scene: DetailScene, render: DetailRender) -> np.ndarray:
+    """Bool (H, W): visible, not grazing, narrow-face skin without eyes, brows and mouth."""
+    size = scene.size
+    frags_mask = render.mask.cpu().numpy()
+    view = _view_rays(scene)
+    facing = (-(render.normals * view).sum(-1)).cpu().numpy() > GRAZING_COS
+    narrow = interpolate(render.fragments, scene.narrow, scene.faces)[..., 0].cpu().numpy() > 0.999
+    landmarks = rec.detected_landmarks
+    if landmarks is not None and len(landmarks) >= 468:
+        skin = skin_mask(scene.crop.points(landmarks), size, size, margin=SKIN_MARGIN)
+    else:
+        skin = ~_features_mask_68(scene.crop.points(rec.landmarks68_2d), size)
+    return frags_mask & facing & narrow & skin
+
+
+def _view_rays(scene: DetailScene) -> torch.Tensor:
+    """(H, W, 3) unit camera-space rays through the pixel centres of the crop."""
+    cam = scene.camera
+    centres = torch.arange(scene.size, dtype=torch.float32, device=scene.device) + 0.5
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    rays = torch.stack([(x - cam.cx) / cam.focal, (y - cam.cy) / cam.focal, torch.ones_like(x)], -1)
+    return F.normalize(rays, dim=-1)
+
+
+def _features_mask_68(points: np.ndarray, size: int) -> np.ndarray:
+    """Eyes, brows and inner mouth from 68 iBUG landmarks (when no MediaPipe landmarks exist)."""
+    mask = np.zeros((size, size), np.uint8)
+    face = np.ptp(points, axis=0).max()
+    grow = max(1, int(round(SKIN_MARGIN * face)))
+    for loop in (range(36, 42), range(42, 48), range(60, 68)):
+        cv2.fillPoly(mask, [np.round(points[list(loop)] - 0.5).astype(np.int32)], 1)
+    for brow in (range(17, 22), range(22, 27)):
+        cv2.polylines(mask, [np.round(points[list(brow)] - 0.5).astype(np.int32)], False, 1,
+                      thickness=max(1, int(round(0.08 * face))))
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)) > 0
+
+
+def holdout_checkerboard(size: int) -> np.ndarray:
+    """Bool (size, size): the held-out squares (side size / 32) of a checkerboard."""
+    block = max(2, size // 32)
+    idx = np.arange(size) // block
+    return (idx[:, None] + idx[None, :]) % 2 == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The objective
+
+
+class DetailObjective:
+    """Displacement pyramid -> weighted losses. Terms whose weight is 0 are not computed."""
+
+    def __init__(self, rec: Reconstruction, settings: DetailSettings, extractor: ClipFeatureExtractor | None,
+                 device: torch.device):
+        self.settings, self.device = settings, device
+        self.mesh = dense_face_mesh(rec.model, settings.subdivision, settings.falloff_width)
+        self.scene = DetailScene(rec, self.mesh, settings.render_resolution, device, settings.albedo_blur_mm)
+        size = settings.resolution
+        face_id, tile_uv = face_tile(rec.model, size)
+        island = face_id >= 0
+        falloff = np.zeros((size, size), np.float32)
+        falloff[island] = self.mesh.falloff(tile_uv[island])
+        self.island = torch.from_numpy(island.astype(np.float32)).to(device)[None, None]
+        self.falloff_map = torch.from_numpy(falloff).to(device)
+        self.vertex_falloff = torch.from_numpy(self.mesh.vertex_falloff).to(device)
+        grid = self.mesh.tile_uvs * 2 - 1
+        grid[:, 1] *= -1  # v = 1 is the top row
+        self.vertex_grid = torch.from_numpy(grid.astype(np.float32)).to(device).view(1, 1, -1, 2)
+
+        coarse = self.scene.render(torch.zeros(len(self.scene.positions), device=device))
+        if not np.any(rec.params.sh):  # refinement was off: light from the photo, as texture did
+            self._fit_light(coarse)
+            coarse = self.scene.render(torch.zeros(len(self.scene.positions), device=device))
+        mask = _loss_mask(rec, self.scene, coarse)
+        held_out = holdout_checkerboard(self.scene.size) if settings.holdout else np.zeros_like(mask)
+        self.data_mask = torch.from_numpy(mask & ~held_out).to(device)
+        self.eval_mask = torch.from_numpy(mask & held_out if settings.holdout else mask).to(device)
+        self.photo = self.scene.photo.permute(2, 0, 1)[None]
+
+        self.extractor = extractor if settings.clip_weight > 0 else None
+        if self.extractor is not None:
+            self.clip_mask = self.data_mask[None, None].float()
+            with torch.no_grad():
+                self.clip_target = [f.detach() for f in self.extractor.features(self.photo, self.clip_mask)]
+        self._clip_value: torch.Tensor | None = None
+        self._clip_grad: torch.Tensor | None = None
+
+    def _fit_light(self, coarse: DetailRender) -> None:
+        mask = coarse.mask
+        colours, normals = (x[mask].double().cpu().numpy() for x in (self.scene.photo, coarse.normals))
+        sh = fit_sh(colours, normals, np.ones(len(colours)))
+        self.scene.sh = torch.from_numpy(sh).to(self.device, torch.float32)
+
+    def initial_parameters(self) -> list[torch.Tensor]:
+        size = self.settings.resolution
+        return [torch.zeros(max(2, size >> k), max(2, size >> k), device=self.device, requires_grad=True)
+                for k in range(PYRAMID_LEVELS)]
+
+    def field(self, params: list[torch.Tensor]) -> torch.Tensor:
+        """(R, R) displacement in mm before the falloff."""
+        size = self.settings.resolution
+        total = sum(F.interpolate(p[None, None], size=(size, size), mode="bilinear", align_corners=False)
+                    for p in params)
+        return self.settings.max_displacement_mm * torch.tanh(total[0, 0])
+
+    def vertex_displacement(self, field_mm: torch.Tensor) -> torch.Tensor:
+        """(Vd,) mm at the dense vertices, falloff applied (exactly 0 on the boundary)."""
+        sampled = F.grid_sample(field_mm[None, None], self.vertex_grid, mode="bilinear",
+                                padding_mode="border", align_corners=False)
+        return sampled.view(-1) * self.vertex_falloff
+
+    def evaluate(self, params: list[torch.Tensor], refresh_clip: bool = True
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and the unweighted value of each active term."""
+        s = self.settings
+        field_mm = self.field(params)
+        render = self.scene.render(self.vertex_displacement(field_mm))
+        image = render.image.permute(2, 0, 1)[None]
+        mask = (self.data_mask & render.mask)[None, None].float()
+        terms: dict[str, torch.Tensor] = {}
+        if s.photometric_weight > 0:
+            terms["photometric"] = photometric_loss(image, self.photo, mask)
+        if s.frequency_weight > 0:
+            terms["frequency"] = frequency_wing_loss(image, self.photo, mask,
+                                                     band_weights=FREQUENCY_BAND_WEIGHTS)
+        if self.extractor is not None:
+            terms["clip"] = self._clip_term(image, refresh_clip)
+        # The regularisers act on the field before the falloff: where the falloff is small the data
+        # barely move it, and without a pull of its own Adam's normalised steps would let it wander.
+        map_ = field_mm[None, None]
+        if s.smoothness_weight > 0:
+            terms["smoothness"] = laplacian_smoothness(map_, self.island)
+        if s.magnitude_weight > 0:
+            terms["magnitude"] = magnitude_loss(map_, self.island)
+        if s.symmetry_weight > 0:
+            terms["symmetry"] = symmetry_loss(map_, self.island)
+        weights = {"photometric": s.photometric_weight, "frequency": s.frequency_weight,
+                   "clip": s.clip_weight, "smoothness": s.smoothness_weight,
+                   "magnitude": s.magnitude_weight, "symmetry": s.symmetry_weight}
+        total = sum(weights[k] * v for k, v in terms.items())
+        return total, {k: float(v.detach()) for k, v in terms.items()}
+
+    def _clip_term(self, image: torch.Tensor, refresh: bool) -> torch.Tensor:
+        """CLIP consistency. The encoder's forward + backward is the costliest step, so it runs only
+        when ``refresh``; in between, the term keeps the last value and the image-space gradient
+        of that evaluation (a first-order expansion), so every step is still CLIP-guided."""
+        if refresh or self._clip_grad is None:
+            leaf = image.detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss = clip_consistency_loss(self.extractor.features(leaf, self.clip_mask), self.clip_target,
+                                             masks=self.clip_mask, weights=self.extractor.layer_weights)
+                (self._clip_grad,) = torch.autograd.grad(loss, leaf)
+            self._clip_value = loss.detach()
+        return self._clip_value + (self._clip_grad * (image - image.detach())).sum()
+
+    def held_out_error(self, params: list[torch.Tensor] | None) -> float:
+        """Photometric loss on the evaluation pixels (held-out squares with ``holdout``) of the
+        detailed render, or of the coarse one for ``params=None``."""
+        with torch.no_grad():
+            disp = (torch.zeros(len(self.scene.positions), device=self.device) if params is None
+                    else self.vertex_displacement(self.field(params)))
+            render = self.scene.render(disp)
+            mask = (self.eval_mask & render.mask)[None, None].float()
+            return float(photometric_loss(render.image.permute(2, 0, 1)[None], self.photo, mask))
+
+
+# --------------------------------------------------------------------------------------------
+# Optimisation
+
+
+@dataclass
+class DetailResult:
+    field_mm: np.ndarray  # (R, R) face-tile displacement before the falloff, strength 1
+    displacement_mm: np.ndarray  # (R, R) with the falloff
+    vertex_displacement_mm: np.ndarray  # (Vd,) at the dense vertices, with the falloff
+    history: list[dict[str, float]]  # per iteration: total and each active term (unweighted)
+    metrics: dict[str, float]
+    warnings: list[str]
+    params: list[torch.Tensor]  # the optimised pyramid (for DetailObjective.held_out_error)
+
+
+def _clip_every(settings: DetailSettings, device: torch.device) -> int:
+    if settings.clip_every > 0:
+        return settings.clip_every
+    # ViT-B/32 forward + backward at 224 px: ~1 s on 2 CPU cores, a few ms on a GPU.
+    return 1 if device.type == "cuda" else 5
+
+
+def optimise_detail(objective: DetailObjective, progress: Progress | None = None) -> DetailResult:
+    """Adam on the displacement pyramid. A non-finite loss or gradient stops the run and keeps the
+    last state whose loss was finite."""
+    progress = progress or Progress()
+    s = objective.settings
+    params = objective.initial_parameters()
+    opt = torch.optim.Adam(params, lr=s.learning_rate)
+    every = _clip_every(s, objective.device)
+    history: list[dict[str, float]] = []
+    warnings: list[str] = []
+    good = [p.detach().clone() for p in params]
+    start = time.perf_counter()
+    progress.stage("detail", s.iterations)
+    for it in range(s.iterations + 1):  # the last evaluation scores the final state
+        opt.zero_grad()
+        last = it == s.iterations
+        total, terms = objective.evaluate(params, refresh_clip=last or it % every == 0)
+        if not torch.isfinite(total):
+            warnings.append(f"Detail optimisation diverged at iteration {it}; kept the last good state.")
+            break
+        good = [p.detach().clone() for p in params]
+        history.append({"total": float(total.detach()), **terms})
+        if last:
+            break
+        total.backward()
+        if not all(torch.isfinite(p.grad).all() for p in params):
+            warnings.append(f"Detail gradients were not finite at iteration {it}; kept the last good state.")
+            break
+        opt.step()
+        progress.advance()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        field_mm = objective.field(good)
+        vertex = objective.vertex_displacement(field_mm)
+    displacement = (field_mm * objective.falloff_map).cpu().numpy()
+    island = objective.island[0, 0].cpu().numpy() > 0
+    metrics = {
+        "detail_iterations": float(max(len(history) - 1, 0)),
+        "detail_seconds_per_iteration": seconds / max(len(history), 1),
+        "detail_rms_mm": float(np.sqrt(np.mean(displacement[island] ** 2))),
+    }
+    if history:
+        for name in history[0]:
+            metrics[f"detail_{name}_before"] = history[0][name]
+            metrics[f"detail_{name}_after"] = history[-1][name]
+    return DetailResult(field_mm.cpu().numpy(), displacement, vertex.cpu().numpy(), history, metrics,
+                        warnings, good)
+
+
+# --------------------------------------------------------------------------------------------
+# Baking the outputs
+
+
+def bake_normal_map(displacement_mm: np.ndarray, metres_per_texel: np.ndarray) -> np.ndarray:
+    """Tangent-space normal map (H, W, 3) uint8 of a height map (H, W) in mm whose texels are
+    ``metres_per_texel`` (H, W, 2) apart on the surface along u and v. OpenGL convention: red is
+    +u (right), green is +v (up the texture, i.e. towards row 0), blue is the normal."""
+    height = np.asarray(displacement_mm, np.float64) * 1e-3
+    d_row, d_col = np.gradient(height)
+    slope_u = d_col / metres_per_texel[..., 0]
+    slope_v = -d_row / metres_per_texel[..., 1]  # rows go down, v goes up
+    normal = np.stack([-slope_u, -slope_v, np.ones_like(slope_u)], -1)
+    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+    return np.clip(np.rint((normal * 0.5 + 0.5) * 255), 0, 255).astype(np.uint8)
+
+
+def detail_maps(rec: Reconstruction, objective: DetailObjective, result: DetailResult,
+                strength: float = 1.0) -> DetailMaps:
+    """Skin-atlas displacement and normal maps (the albedo's size) and the dense displaced mesh."""
+    size = rec.albedo.shape[0]
+    face_id, tile_uv = face_tile(rec.model, size)
+    island = face_id >= 0
+    falloff = np.zeros((size, size), np.float32)
+    falloff[island] = objective.mesh.falloff(tile_uv[island])
+    field_mm = cv2.resize(result.field_mm, (size, size), interpolation=cv2.INTER_CUBIC)
+    displacement = np.zeros((size, 2 * size), np.float32)
+    displacement[:, :size] = strength * field_mm * falloff
+
+    stretch = uv_stretch(rec.vertices, rec.model) / size  # metres per texel, per face triangle
+    metres = np.broadcast_to(np.median(stretch, axis=0), (size, 2 * size, 2)).copy()
+    metres[:, :size][island] = stretch[face_id[island]]
+    normal_map = bake_normal_map(displacement, metres)
+
+    mesh = objective.mesh
+    positions, directions = dense_frame(rec, mesh)
+    vertices = positions + (strength * 1e-3 * result.vertex_displacement_mm)[:, None] * directions
+    return DetailMaps(displacement, normal_map, vertices.astype(np.float32), mesh.faces.astype(np.int32),
+                      mesh.uvs.astype(np.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline entry
+
+
+def face_too_small(rec: Reconstruction) -> bool:
+    box = rec.face_box
+    return max(box[2] - box[0], box[3] - box[1]) < MIN_FACE_PX
+
+
+def clip_extractor(settings: DetailSettings, device: torch.device, warnings: list[str],
+                   metrics: dict[str, float]) -> ClipFeatureExtractor:
+    """The CLIP encoder (``AssetError`` when its weights are missing: never silently random)."""
+    extractor = ClipFeatureExtractor(settings.clip, device)
+    metrics["clip_pretrained"] = float(extractor.pretrained)
+    if not extractor.pretrained:
+        warnings.append(RANDOM_CLIP_WARNING)
+    return extractor
+
+
+def add_detail(rec: Reconstruction, settings, progress: Progress | None = None,
+               warnings: list[str] | None = None) -> DetailMaps | None:
+    """Optimise mid-frequency detail for ``rec`` and store it in ``rec.detail``.
+
+    ``settings``: ``DetailSettings``, or the pipeline's ``Settings`` (its detail fields are used).
+    Warnings go to ``warnings`` (default ``rec.warnings``), metrics to ``rec.metrics``. A face
+    smaller than ``MIN_FACE_PX`` keeps the coarse result (a warning, ``rec.detail`` stays None)."""
+    if not isinstance(settings, DetailSettings):
+        settings = DetailSettings.from_pipeline(settings)
+    notes = rec.warnings if warnings is None else warnings
+    if face_too_small(rec):
+        notes.append(f"The face is smaller than {MIN_FACE_PX:.0f} px across: no mid-frequency detail was "
+                     "added (use a larger or closer photo of the face).")
+        return None
+    device = select_device(settings.device)
+    extractor = clip_extractor(settings, device, notes, rec.metrics) if settings.clip_weight > 0 else None
+    objective = DetailObjective(rec, settings, extractor, device)
+    result = optimise_detail(objective, progress)
+    notes.extend(result.warnings)
+    rec.metrics.update(result.metrics)
+    rec.detail = detail_maps(rec, objective, result, settings.strength)
+    return rec.detail

@@ -1,0 +1,152 @@
+"""The extension as Blender installs it: built into a zip by Blender's own extension tool,
+unpacked into a temporary extension repository and enabled through ``addon_utils`` (so it runs
+as ``bl_ext.<repo>.likeness``, with its preferences); then registration, preferences and the
+operators, including a real reconstruction of a real photo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ICT_ZIP, REPO, face_photo
+from PIL import Image
+
+bpy = pytest.importorskip("bpy")
+import addon_utils  # noqa: E402 - exists once bpy is imported
+
+REPO_MODULE = "likeness_test"
+MODULE = f"bl_ext.{REPO_MODULE}.likeness"
+PHOTO = "000031.jpg"
+
+
+def blender_ext_tool() -> Path:
+    return Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+@pytest.fixture(scope="module")
+def extension(tmp_path_factory):
+    """The built extension, installed into a temporary repository and enabled."""
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    work = tmp_path_factory.mktemp("extension")
+    subprocess.run([sys.executable, str(blender_ext_tool()), "build", "--source-dir", str(REPO),
+                    "--output-dir", str(work)], check=True, capture_output=True)
+    package = work / "repo" / "likeness"
+    with zipfile.ZipFile(next(work.glob("likeness-*.zip"))) as archive:
+        archive.extractall(package)
+    repos = bpy.context.preferences.extensions.repos
+    repo = repos.new(name=REPO_MODULE, module=REPO_MODULE, custom_directory=str(package.parent),
+                     source="USER")
+    module = addon_utils.enable(MODULE, default_set=True, handle_error=_raise)
+    yield module
+    addon_utils.disable(MODULE, default_set=True, handle_error=_raise)
+    repos.remove(repo)
+
+
+def registered() -> dict[str, bool]:
+    return {
+        "reconstruct": hasattr(bpy.types, "LIKENESS_OT_reconstruct"),
+        "cancel": hasattr(bpy.types, "LIKENESS_OT_cancel"),
+        "install": hasattr(bpy.types, "LIKENESS_OT_install_dependencies"),
+        "download": hasattr(bpy.types, "LIKENESS_OT_download_face_model"),
+        "panel": hasattr(bpy.types, "LIKENESS_PT_main"),
+        "scene settings": hasattr(bpy.types.Scene, "likeness"),
+        "job state": hasattr(bpy.types.WindowManager, "likeness_job"),
+    }
+
+
+def test_enable_disable_twice(extension):
+    assert extension.__name__ == MODULE
+    assert all(registered().values()), registered()
+    assert bpy.context.preferences.addons.get(MODULE) is not None
+    for _ in range(2):
+        addon_utils.disable(MODULE, default_set=True, handle_error=_raise)
+        assert not any(registered().values()), registered()
+        assert bpy.context.preferences.addons.get(MODULE) is None
+        addon_utils.enable(MODULE, default_set=True, handle_error=_raise)
+        assert all(registered().values()), registered()
+    settings = bpy.context.scene.likeness
+    assert (settings.preset, settings.device, settings.face_index) == ("balanced", "auto", 0)
+    assert not bpy.context.window_manager.likeness_job.running
+
+
+def test_preferences_choose_the_face_model(extension, monkeypatch, tmp_path):
+    preferences = sys.modules[f"{MODULE}.blender_addon.preferences"]
+    prefs = preferences.preferences()
+    assert prefs is not None
+    folder = preferences.site_packages_dir()
+    assert folder.name == "site-packages" and "likeness" in folder.parts and REPO_MODULE in folder.parts
+    monkeypatch.delenv("LIKENESS_ICT_FACEKIT", raising=False)
+    prefs.ict_facekit_path = str(tmp_path / "missing.zip")
+    prefs.cache_dir = str(tmp_path)
+    missing = tmp_path / "missing.zip"
+    assert preferences.model_status() == (False, f"ICT-FaceKit head model: {missing} does not exist")
+    prefs.ict_facekit_path = str(ICT_ZIP)
+    found, text = preferences.model_status()
+    assert found and str(ICT_ZIP) in text
+    options = preferences.options_from_preferences(preset="fast")
+    assert (options.ict_facekit, options.cache_dir, options.preset) == (str(ICT_ZIP), str(tmp_path), "fast")
+    prefs.ict_facekit_path = prefs.cache_dir = ""
+
+
+def test_download_face_model_operator_prepares_the_local_copy(extension):
+    assert os.environ.get("LIKENESS_ICT_FACEKIT") == str(ICT_ZIP)  # set by conftest: no network here
+    assert bpy.ops.likeness.download_face_model() == {"FINISHED"}
+
+
+def test_image_datablock_pixels_match_the_photo(extension):
+    reconstruct = sys.modules[f"{MODULE}.operators.reconstruct"]
+    path = face_photo(PHOTO)
+    image = bpy.data.images.load(str(path))
+    pixels = reconstruct.image_pixels(image)
+    expected = np.asarray(Image.open(path).convert("RGB"))
+    assert pixels.shape == expected.shape and pixels.dtype == np.uint8
+    assert np.abs(pixels.astype(int) - expected).max() <= 1  # row order and colours kept
+    bpy.data.images.remove(image)
+
+
+def test_reconstruct_operator_builds_the_head(extension):
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    settings = bpy.context.scene.likeness
+    settings.filepath = str(face_photo(PHOTO))
+    settings.preset = "fast"
+    settings.device = "cpu"
+    # In background mode INVOKE_DEFAULT runs synchronously (timers do not fire without a UI).
+    assert bpy.ops.likeness.reconstruct("INVOKE_DEFAULT") == {"FINISHED"}
+    head = bpy.data.objects[Path(PHOTO).stem]
+    assert bpy.context.view_layer.objects.active == head and head.select_get()
+    assert len(head.data.shape_keys.key_blocks) == 54
+    assert head["likeness_preset"] == "fast"
+    assert {c.type for c in head.children} == {"MESH", "CAMERA"}
+    scene = bpy.context.scene
+    assert scene.camera.parent == head
+    photo = Image.open(face_photo(PHOTO))
+    assert (scene.render.resolution_x, scene.render.resolution_y) == photo.size
+    albedo = head.data.materials[0].node_tree.nodes["Image Texture"].image
+    assert albedo.packed_file is not None and albedo.size[0] == 2 * albedo.size[1]
+
+
+def test_reconstruct_operator_reports_errors_and_leaves_the_scene(extension):
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    settings = bpy.context.scene.likeness
+    settings.filepath = str(REPO / "pyproject.toml")  # not an image
+    settings.preset = "fast"
+    with pytest.raises(RuntimeError, match="pyproject.toml"):
+        bpy.ops.likeness.reconstruct("INVOKE_DEFAULT")
+    settings.filepath = ""
+    with pytest.raises(RuntimeError, match="Choose a photo"):
+        bpy.ops.likeness.reconstruct()
+    assert len(bpy.data.objects) == 0 and len(bpy.data.meshes) == 0 and len(bpy.data.images) == 0
+
+
+def test_cancel_is_only_available_while_a_job_runs(extension):
+    assert not bpy.ops.likeness.cancel.poll()
+    assert bpy.ops.likeness.reconstruct.poll()

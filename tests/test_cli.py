@@ -1,0 +1,32 @@
+"""python -m core reconstruct: good photos are done, bad ones reported, exit status says so."""
+
+import shutil
+import subprocess
+import sys
+
+from conftest import REPO, face_photo
+
+
+def test_cli_batch_with_a_bad_file(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(face_photo("000002.jpg"), inputs / "good.jpg")
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "reconstruct", str(inputs), "-o", str(out),
+         "--preset", "fast", "--no-glb"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 of 2 photo(s) done" in result.stdout
+    assert "broken.png: FAILED" in result.stdout
+    written = sorted(p.name for p in (out / "good").iterdir())
+    assert {"good.obj", "good.mtl", "good_albedo.png", "good_preview.png", "good_params.json"} <= set(written)
+    assert not (out / "broken").exists()
+
+
+def test_cli_usage_errors(tmp_path):
+    args = [sys.executable, "-m", "core", "reconstruct", str(tmp_path), "-o", str(tmp_path / "o")]
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no image files" in result.stderr

@@ -1,0 +1,94 @@
+"""End-to-end reconstruction on real photos: results, failures, cancellation."""
+
+import numpy as np
+import pytest
+from conftest import face_photo
+
+from core.errors import Cancelled, FaceSelectionError, ImageError, NoFaceError
+from core.pipeline import preset_settings, reconstruct
+from core.progress import Progress
+
+
+def test_reconstruction_is_complete_and_consistent(fast_reconstruction):
+    rec = fast_reconstruction
+    model = rec.model
+    assert rec.vertices.shape == (model.num_vertices, 3)
+    assert rec.albedo.shape == (512, 1024, 3) and rec.albedo.dtype == np.uint8
+    assert rec.landmarks68_2d.shape == (68, 2)
+    # The fitted model's landmarks lie on the detected face, with eyes and mouth in order.
+    x0, y0, x1, y1 = rec.face_box
+    pad = 0.15 * (x1 - x0)
+    lm = rec.landmarks68_2d
+    assert np.all((lm[:, 0] > x0 - pad) & (lm[:, 0] < x1 + pad))
+    assert np.all((lm[:, 1] > y0 - pad) & (lm[:, 1] < y1 + pad))
+    assert lm[36, 0] < lm[45, 0] and lm[27, 1] < lm[30, 1] < lm[51, 1] < lm[8, 1]
+    assert np.all((rec.params.expression >= 0) & (rec.params.expression <= 1))
+    assert set(rec.expression_weights) == set(model.expression_names)
+    for stage in ("load", "detect", "regress", "refine", "texture", "total"):
+        assert rec.timings[stage] >= 0
+
+
+def test_refinement_lowers_photometric_error(fast_reconstruction):
+    m = fast_reconstruction.metrics
+    assert m["photometric_after"] < 0.7 * m["photometric_before"]
+    # ...without giving up the landmark fit
+    assert m["landmark_after"] < 1.5 * m["landmark_before"] + 0.5
+
+
+def test_albedo_matches_the_photo_where_seen(fast_reconstruction):
+    rec = fast_reconstruction
+    seen = rec.albedo_visibility > 0.9
+    assert seen[:, :512].mean() > 0.25  # much of the face tile is seen in a frontal photo
+    skin = rec.albedo[seen].astype(float).mean(0)
+    assert 60 < skin.mean() < 250 and skin[0] >= skin[2]  # de-lit skin tone, red over blue
+
+
+def test_several_faces_largest_by_default_and_pick(pipeline):
+    photo = face_photo("trump_hillary.jpg")
+    settings = preset_settings("fast", texture_size=256)
+    settings.refinement.iterations = 0
+    first = pipeline.run(photo, settings)
+    settings.face_index = 1
+    second = pipeline.run(photo, settings)
+    area = [np.prod(r.face_box[2:] - r.face_box[:2]) for r in (first, second)]
+    assert area[0] >= area[1]
+    assert abs(first.face_box[0] - second.face_box[0]) > 50
+    settings.face_index = 5
+    with pytest.raises(FaceSelectionError, match="2 face"):
+        pipeline.run(photo, settings)
+
+
+def test_no_face_and_bad_files(pipeline, tmp_path):
+    settings = preset_settings("fast")
+    rng = np.random.default_rng(0)
+    with pytest.raises(NoFaceError):
+        pipeline.run(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), settings)
+    bogus = tmp_path / "photo.jpg"
+    bogus.write_text("not an image")
+    with pytest.raises(ImageError, match="photo.jpg"):
+        pipeline.run(bogus, settings)
+    with pytest.raises(ImageError):
+        pipeline.run(tmp_path / "missing.png", settings)
+
+
+def test_cancel_stops_the_run_and_writes_nothing(pipeline, tmp_path):
+    progress = Progress()
+    stages = []
+
+    def on_progress(stage, done, total):
+        stages.append(stage)
+        if stage == "refine" and done >= 2:
+            progress.cancel()
+
+    progress.callback = on_progress
+    with pytest.raises(Cancelled):
+        reconstruct(face_photo("000002.jpg"), preset="fast", progress=progress, pipeline=pipeline)
+    assert "refine" in stages and "texture" not in stages
+    assert not any(tmp_path.iterdir())
+
+
+def test_unknown_preset_is_a_clear_error():
+    from core.errors import LikenessError
+
+    with pytest.raises(LikenessError, match="fast, balanced, quality"):
+        preset_settings("ultra")
