@@ -37,7 +37,8 @@ def nme(pred: np.ndarray, gt: np.ndarray) -> float:
 def binned(errors: np.ndarray, yaw: np.ndarray) -> tuple[list[float], float]:
     means = []
     for lo, hi in BINS:
-        sel = (np.abs(yaw) >= lo) & (np.abs(yaw) <= hi) if lo == 0 else (np.abs(yaw) > lo) & (np.abs(yaw) <= hi)
+        above = np.abs(yaw) >= lo if lo == 0 else np.abs(yaw) > lo
+        sel = above & (np.abs(yaw) <= hi)
         means.append(float(np.nanmean(errors[sel])) if np.any(sel) else float("nan"))
     return means, float(np.mean(means))
 
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=repo.parent / "shared" / "aflw2000-3d-dev")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--preset", default="balanced")
-    parser.add_argument("--iterations", type=int, default=None, help="refinement iterations (default: preset)")
+    parser.add_argument("--iterations", type=int, default=None, help="refinement iterations")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 

@@ -135,8 +135,9 @@ class Pipeline:
             warnings.extend(loaded.notes)
         with _timed(timings, "detect"):
             progress.stage("detect")
+            source = Path(loaded.path).name if loaded.path else "the image"
             detection = detect_face(rgb, face_index=settings.face_index, detector=self.detector,
-                                    mesh=self.mesh, source=Path(loaded.path).name if loaded.path else "the image")
+                                    mesh=self.mesh, source=source)
         with _timed(timings, "regress"):
             progress.stage("regress")
             coarse, target = self.fit_landmarks(detection, rgb.shape[1], rgb.shape[0], settings.regression)
