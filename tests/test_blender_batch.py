@@ -46,6 +46,6 @@ def test_batch_usage_errors(tmp_path):
     result = subprocess.run([sys.executable, script, "--input", str(empty), "--output", str(tmp_path / "o")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "no image files" in result.stderr
-    result = subprocess.run([sys.executable, script, "--output", str(tmp_path)], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([sys.executable, script, "--output", str(tmp_path)], capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 2

@@ -1,0 +1,402 @@
+"""Blender objects from a core ``Reconstruction``.
+
+One head object (skin, mouth and eye sockets) with the fitted expression as shape keys,
+child objects for the eyes and the teeth, materials with the de-lit albedo and (when present) the
+detail maps, and optionally a camera that sees the head as the photo did. Meshes are filled with
+``foreach_set`` from numpy arrays; nothing here loops over vertices in Python.
+
+Everything is created in the main thread from a finished ``Reconstruction``; on failure the
+datablocks made so far are removed again, so the file is left as it was.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+# ICT model space (y up, z towards the viewer) -> Blender (z up, -y towards the viewer).
+MODEL_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], np.float32)
+# OpenCV camera axes (y down, z forward) -> Blender camera axes (y up, looking along -z).
+OPENCV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0])
+
+# Left out: the eyelash strips and ICT's lacrimal fluid, eye blend and eye occlusion shells are
+# made for alpha-blended textures that the model does not ship; drawn opaque they cover the eyes.
+HEAD_REGIONS = ("face", "head_neck", "mouth_socket", "eye_socket_left", "eye_socket_right")
+TEETH_REGIONS = ("gums_tongue", "teeth")
+# Expressions that move a child part by less than this (metres) get no shape key on it.
+CHILD_KEY_MIN_OFFSET = 5e-4
+BACKGROUND_MAX_SIDE = 1024
+
+# ICT material -> our material kind. The skin (face, back of the head, sockets) shares the
+# reconstructed skin-atlas textures. ICT's eyeball is an outer shell ("sclera", with the cornea
+# bulge) around an inner sphere ("iris"), made for textures ICT does not ship: we paint sclera,
+# iris and pupil on the opaque outer shell by the angle from the eye's axis, so that every engine
+# shows them, and the inner sphere stays hidden behind it.
+MATERIAL_KINDS = {
+    "M_Face": "skin", "M_BackHead": "skin", "M_GumsTongue": "gums", "M_Teeth": "teeth",
+    "M_ScleraLeft": "eye", "M_ScleraRight": "eye", "M_IrisLeft": "eye_inner", "M_IrisRight": "eye_inner",
+}
+PLAIN_COLOURS = {  # linear RGB, roughness
+    "gums": ((0.45, 0.12, 0.12), 0.4), "teeth": ((0.75, 0.72, 0.62), 0.3),
+    "eye_inner": ((0.02, 0.02, 0.02), 0.5),
+}
+SCLERA_COLOUR = (0.75, 0.72, 0.68)
+DEFAULT_IRIS_COLOUR = (0.08, 0.045, 0.02)
+# Cosines of the angles from the eye's axis where the iris (~11.8 mm across on a ~12 mm radius
+# eyeball: 29 degrees) and the pupil (~3.5 mm: 8.5 degrees) begin.
+IRIS_COS, PUPIL_COS = 0.875, 0.989
+# MediaPipe iris landmarks: centre, then four points on the iris outline, for each eye.
+MEDIAPIPE_IRISES = ((468, (469, 470, 471, 472)), (473, (474, 475, 476, 477)))
+
+
+@dataclass
+class Part:
+    """A mesh cut out of the full ICT topology: local vertex ids and the polygons that use them."""
+
+    vertex_ids: np.ndarray  # (n,) into the model's vertices
+    polygons: np.ndarray  # (p, 4) local vertex ids, -1 pads triangles
+    polygon_uvs: np.ndarray  # (p, 4) uv ids into model.uvs
+    kinds: list[str]  # material kind per slot
+    material_index: np.ndarray  # (p,) slot per polygon
+
+
+def cut_part(model, regions: tuple[str, ...]) -> Part:
+    """The polygons of ``model`` whose vertices all lie in ``regions``, re-indexed."""
+    mask = model.region_mask(*regions)
+    vertex_ids = np.flatnonzero(mask)
+    polygons = model.polygons
+    inside = np.where(polygons >= 0, mask[np.maximum(polygons, 0)], True).all(axis=1)
+    local = np.full(len(mask), -1, np.int64)
+    local[vertex_ids] = np.arange(len(vertex_ids))
+    part_polygons = np.where(polygons[inside] >= 0, local[np.maximum(polygons[inside], 0)], -1)
+    all_kinds = sorted(set(MATERIAL_KINDS.values()))
+    kind_of_material = np.array([all_kinds.index(MATERIAL_KINDS.get(name, "skin"))
+                                 for name in model.material_names])
+    kind_ids = kind_of_material[model.polygon_materials[inside]]
+    used, first = np.unique(kind_ids, return_index=True)
+    used = used[np.argsort(first)]  # slots in order of first use
+    slot_of_kind = np.zeros(len(all_kinds), np.int32)
+    slot_of_kind[used] = np.arange(len(used))
+    return Part(vertex_ids, part_polygons, model.polygon_uvs[inside], [all_kinds[k] for k in used],
+                slot_of_kind[kind_ids])
+
+
+def to_blender(points: np.ndarray) -> np.ndarray:
+    return np.asarray(points, np.float32) @ MODEL_TO_BLENDER.T
+
+
+# --------------------------------------------------------------------------------------------
+# Datablocks
+
+
+# The datablock types a build creates; shape keys and node trees belong to meshes and materials.
+_CREATED_TYPES = ("objects", "meshes", "materials", "images", "cameras")
+
+
+@contextmanager
+def _removed_on_failure():
+    """Remove every datablock created inside the block when it raises (the file stays as it was)."""
+    before = {kind: {d.session_uid for d in getattr(bpy.data, kind)} for kind in _CREATED_TYPES}
+    try:
+        yield
+    except BaseException:
+        new = [d for kind in _CREATED_TYPES for d in getattr(bpy.data, kind)
+               if d.session_uid not in before[kind]]
+        if new:
+            bpy.data.batch_remove(new)
+        raise
+
+
+def make_mesh(name: str, vertices: np.ndarray, part: Part, uvs: np.ndarray) -> bpy.types.Mesh:
+    """A smooth-shaded mesh with one UV layer from padded (p, 4) polygons."""
+    sizes = 3 + (part.polygons[:, 3] >= 0)
+    loop_starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
+    valid = part.polygons >= 0  # row-major boolean indexing keeps each polygon's corner order
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(vertices))
+    mesh.vertices.foreach_set("co", np.ascontiguousarray(vertices, np.float32).ravel())
+    mesh.loops.add(int(sizes.sum()))
+    mesh.loops.foreach_set("vertex_index", part.polygons[valid].astype(np.int32))
+    mesh.polygons.add(len(part.polygons))
+    mesh.polygons.foreach_set("loop_start", loop_starts)
+    mesh.polygons.foreach_set("material_index", part.material_index)
+    mesh.polygons.foreach_set("use_smooth", np.ones(len(part.polygons), bool))
+    uv_layer = mesh.uv_layers.new(name="UVMap")
+    uv_layer.uv.foreach_set("vector", np.ascontiguousarray(uvs[part.polygon_uvs[valid]], np.float32).ravel())
+    mesh.update()
+    return mesh
+
+
+def image_from_array(name: str, pixels: np.ndarray, *, data: bool = False) -> bpy.types.Image:
+    """A packed image from an (H, W, 3) uint8 or (H, W) float array whose row 0 is the top.
+
+    ``data`` marks non-colour data (normals, heights): no colour management is applied."""
+    pixels = np.asarray(pixels)
+    height, width = pixels.shape[:2]
+    is_float = pixels.dtype.kind == "f"
+    image = bpy.data.images.new(name, width, height, alpha=False, float_buffer=is_float, is_data=data)
+    rgba = np.ones((height, width, 4), np.float32)
+    if pixels.ndim == 2:
+        rgba[..., :3] = pixels[..., None]
+    else:
+        rgba[..., :3] = pixels[..., :3] / 255.0 if pixels.dtype == np.uint8 else pixels[..., :3]
+    image.pixels.foreach_set(rgba[::-1].ravel())  # Blender's row 0 is the bottom
+    image.file_format = "OPEN_EXR" if is_float else "PNG"
+    image.pack()
+    return image
+
+
+def _principled(material: bpy.types.Material):
+    if bpy.app.version < (5, 0, 0):
+        material.use_nodes = True  # from 5.0 every material has its node tree
+    tree = material.node_tree
+    bsdf = next(n for n in tree.nodes if n.bl_idname == "ShaderNodeBsdfPrincipled")
+    output = next(n for n in tree.nodes if n.bl_idname == "ShaderNodeOutputMaterial")
+    return tree, bsdf, output
+
+
+def plain_material(name: str, colour, roughness: float) -> bpy.types.Material:
+    material = bpy.data.materials.new(name)
+    _, bsdf, _ = _principled(material)
+    bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
+    bsdf.inputs["Roughness"].default_value = roughness
+    material.diffuse_color = (*colour, 1.0)  # what Workbench and the solid viewport show
+    return material
+
+
+def skin_material(name: str, albedo: bpy.types.Image, normal: bpy.types.Image | None,
+                  displacement: bpy.types.Image | None) -> bpy.types.Material:
+    """Principled BSDF with the albedo; with detail maps, a displacement (true displacement plus
+    bump for what the mesh cannot carry) and the baked normal map next to it.
+
+    The Normal Map node is left unlinked when the displacement is linked: the bump that Cycles and
+    EEVEE derive from the displacement already shades the same detail, and both together would
+    count it twice. Link it for engines or exports that ignore displacement."""
+    material = bpy.data.materials.new(name)
+    tree, bsdf, output = _principled(material)
+    bsdf.inputs["Roughness"].default_value = 0.5
+    texture = _image_node(tree, albedo, (-600, 300))
+    tree.links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
+    if normal is not None:
+        normal_map = tree.nodes.new("ShaderNodeNormalMap")
+        normal_map.location = (-300, -250)
+        tree.links.new(_image_node(tree, normal, (-600, -250)).outputs["Color"], normal_map.inputs["Color"])
+    if displacement is not None:
+        node = tree.nodes.new("ShaderNodeDisplacement")
+        node.location = (0, -450)
+        node.inputs["Midlevel"].default_value = 0.0
+        node.inputs["Scale"].default_value = 0.001  # the map is in millimetres (the core scaled it)
+        tree.links.new(_image_node(tree, displacement, (-600, -550)).outputs["Color"], node.inputs["Height"])
+        tree.links.new(node.outputs["Displacement"], output.inputs["Displacement"])
+        material.displacement_method = "BOTH"
+    return material
+
+
+def eye_material(name: str, iris_colour) -> bpy.types.Material:
+    """Sclera, iris and pupil by the angle between a point's direction from the eye object's
+    origin (the eyeball centre) and the eye's axis (-y in object space, towards the viewer)."""
+    material = bpy.data.materials.new(name)
+    tree, bsdf, _ = _principled(material)
+    bsdf.inputs["Roughness"].default_value = 0.1
+    coords = tree.nodes.new("ShaderNodeTexCoord")
+    direction = tree.nodes.new("ShaderNodeVectorMath")
+    direction.operation = "NORMALIZE"
+    tree.links.new(coords.outputs["Object"], direction.inputs[0])
+    forward = tree.nodes.new("ShaderNodeVectorMath")
+    forward.operation = "DOT_PRODUCT"
+    forward.inputs[1].default_value = (0.0, -1.0, 0.0)
+    tree.links.new(direction.outputs["Vector"], forward.inputs[0])
+    ramp = tree.nodes.new("ShaderNodeValToRGB")
+    ramp.color_ramp.interpolation = "LINEAR"
+    stops = ((IRIS_COS - 0.004, SCLERA_COLOUR), (IRIS_COS, iris_colour),
+             (PUPIL_COS - 0.003, tuple(0.6 * c for c in iris_colour)), (PUPIL_COS, (0.005, 0.005, 0.005)))
+    elements = ramp.color_ramp.elements
+    while len(elements) < len(stops):
+        elements.new(0.5)
+    for element, (position, colour) in zip(elements, stops, strict=True):
+        element.position, element.color = position, (*colour, 1.0)
+    tree.links.new(forward.outputs["Value"], ramp.inputs["Fac"])
+    tree.links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
+    for node, x in ((coords, -900), (direction, -700), (forward, -500), (ramp, -300)):
+        node.location = (x, 300)
+    material.diffuse_color = (*SCLERA_COLOUR, 1.0)
+    return material
+
+
+def iris_colour(rec) -> tuple[float, float, float]:
+    """Linear RGB of the irises in the photo: the median of a ring between pupil and iris outline
+    around MediaPipe's iris landmarks, without its top (often under the upper lid) and without the
+    brightest pixels (reflections)."""
+    landmarks = rec.detected_landmarks
+    if landmarks is None or len(landmarks) < 478:
+        return DEFAULT_IRIS_COLOUR
+    height, width = rec.image.shape[:2]
+    samples = []
+    for centre_id, outline_ids in MEDIAPIPE_IRISES:
+        centre = landmarks[centre_id]
+        radius = float(np.linalg.norm(landmarks[list(outline_ids)] - centre, axis=1).mean())
+        if radius < 2.0:  # too few pixels to tell a colour
+            continue
+        x0, y0 = np.maximum(np.floor(centre - radius).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(centre + radius).astype(int) + 1, (width, height))
+        ys, xs = np.mgrid[y0:y1, x0:x1]
+        dx, dy = (xs + 0.5 - centre[0]) / radius, (ys + 0.5 - centre[1]) / radius
+        ring = (np.hypot(dx, dy) > 0.4) & (np.hypot(dx, dy) < 0.75) & (dy > -0.3)  # the lid covers the top
+        pixels = rec.image[y0:y1, x0:x1][ring].astype(np.float32)
+        if len(pixels):
+            brightness = pixels.sum(1)
+            samples.append(pixels[brightness <= np.percentile(brightness, 80)])
+    if not samples:
+        return DEFAULT_IRIS_COLOUR
+    return tuple(float(c) for c in srgb_to_linear(np.median(np.concatenate(samples), axis=0) / 255.0))
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _image_node(tree, image: bpy.types.Image, location):
+    node = tree.nodes.new("ShaderNodeTexImage")
+    node.image = image
+    node.extension = "EXTEND"  # no wrapping across the atlas border
+    node.location = location
+    return node
+
+
+# --------------------------------------------------------------------------------------------
+# Objects
+
+
+def _add_shape_keys(obj, basis: np.ndarray, offsets: np.ndarray, names, weights) -> None:
+    """Basis plus one key per expression (Blender coordinates), set to the fitted weights."""
+    obj.shape_key_add(name="Basis", from_mix=False).data.foreach_set("co", basis.ravel())
+    for name, offset, weight in zip(names, offsets, weights, strict=True):
+        key = obj.shape_key_add(name=name, from_mix=False)
+        key.data.foreach_set("co", (basis + offset).ravel())
+        key.slider_min = min(0.0, float(weight))
+        key.slider_max = max(1.0, float(weight))
+        key.value = float(weight)
+
+
+def _drive_keys_from(child, head) -> None:
+    """Child shape keys follow the head's key of the same name (no Python: an AVERAGE driver)."""
+    for key in child.data.shape_keys.key_blocks[1:]:
+        driver = key.driver_add("value").driver
+        driver.type = "AVERAGE"
+        variable = driver.variables.new()
+        variable.type = "SINGLE_PROP"
+        variable.targets[0].id_type = "KEY"
+        variable.targets[0].id = head.data.shape_keys
+        variable.targets[0].data_path = f'key_blocks["{key.name}"].value'
+
+
+def _part_object(rec, name: str, regions, materials: dict, *, origin=None, all_keys: bool = False):
+    """An object for ``regions`` with its materials and shape keys: every expression when
+    ``all_keys``, else those that move the part. ``origin`` (Blender coordinates) becomes the
+    object's location, with the mesh around it."""
+    part = cut_part(rec.model, regions)
+    origin = np.zeros(3, np.float32) if origin is None else origin
+    basis = to_blender(rec.identity_vertices[part.vertex_ids]) - origin
+    mesh = make_mesh(name, basis, part, rec.uvs)
+    for kind in part.kinds:
+        mesh.materials.append(materials[kind])
+    obj = bpy.data.objects.new(name, mesh)
+    obj.location = tuple(float(c) for c in origin)
+    offsets = to_blender(rec.model.expression_basis[:, part.vertex_ids])
+    keep = (np.arange(len(offsets)) if all_keys
+            else np.flatnonzero(np.abs(offsets).max(axis=(1, 2)) >= CHILD_KEY_MIN_OFFSET))
+    if len(keep):
+        names = [rec.model.expression_names[i] for i in keep]
+        _add_shape_keys(obj, basis, offsets[keep], names, rec.params.expression[keep])
+    return obj
+
+
+def _eye_centre(rec, region: str) -> np.ndarray:
+    """Rotation centre of an eyeball (Blender coordinates): the centre of the sphere behind the
+    cornea, found from its extent (the cornea bulges forward, so the vertex mean would not do)."""
+    start, stop = rec.model.regions[region]
+    points = rec.identity_vertices[start:stop]
+    low, high = points.min(0), points.max(0)
+    radius = 0.5 * (high[0] - low[0])
+    centre = np.array([0.5 * (low[0] + high[0]), 0.5 * (low[1] + high[1]), low[2] + radius])
+    return to_blender(centre[None])[0]
+
+
+def _materials(rec, name: str) -> dict:
+    albedo = image_from_array(f"{name}_albedo", rec.albedo)
+    normal = displacement = None
+    if rec.detail is not None:
+        normal = image_from_array(f"{name}_normal", rec.detail.normal_map, data=True)
+        displacement = image_from_array(f"{name}_displacement",
+                                        np.asarray(rec.detail.displacement_mm, np.float32), data=True)
+    materials = {"skin": skin_material(f"{name}_skin", albedo, normal, displacement),
+                 "eye": eye_material(f"{name}_eye", iris_colour(rec))}
+    for kind, (colour, roughness) in PLAIN_COLOURS.items():
+        materials[kind] = plain_material(f"{name}_{kind}", colour, roughness)
+    return materials
+
+
+def build_camera(rec, name: str) -> bpy.types.Object:
+    """A camera that sees the head (at the world origin, unrotated) as the photo does, with the
+    photo as its background image. Blender's render size must be the photo's for the framing."""
+    params = rec.params
+    cam = params.camera
+    rotation = params.rotation_matrix()  # model -> OpenCV camera
+    centre = to_blender((-rotation.T @ params.translation)[None])[0]
+    matrix = np.eye(4)
+    matrix[:3, :3] = MODEL_TO_BLENDER @ rotation.T @ OPENCV_TO_BLENDER_CAMERA
+    matrix[:3, 3] = centre
+    data = bpy.data.cameras.new(name)
+    longest = max(cam.width, cam.height)
+    data.sensor_fit = "HORIZONTAL" if cam.width >= cam.height else "VERTICAL"
+    data.sensor_width = data.sensor_height = 36.0
+    data.lens = cam.focal * 36.0 / longest
+    data.shift_x = (0.5 * cam.width - cam.cx) / longest
+    data.shift_y = (cam.cy - 0.5 * cam.height) / longest
+    data.clip_start, data.clip_end = 0.01, 100.0
+    step = max(1, int(np.ceil(max(rec.image.shape[:2]) / BACKGROUND_MAX_SIDE)))
+    background = data.background_images.new()
+    background.image = image_from_array(f"{name}_photo", rec.image[::step, ::step])
+    background.alpha = 0.5
+    data.show_background_images = True
+    obj = bpy.data.objects.new(name, data)
+    obj.matrix_world = Matrix(matrix.tolist())
+    return obj
+
+
+def build_reconstruction(rec, collection: bpy.types.Collection, *, name: str | None = None,
+                         camera: bool = False) -> bpy.types.Object:
+    """Create the head in ``collection`` with eyes, teeth and (optionally) the photo's camera as
+    its children, and return the head object. On failure nothing is left behind."""
+    name = name or rec.name
+    with _removed_on_failure():
+        materials = _materials(rec, name)
+        head = _part_object(rec, name, HEAD_REGIONS, materials, all_keys=True)
+        objects = [head]
+        for side, region in (("L", "eyeball_left"), ("R", "eyeball_right")):
+            objects.append(_part_object(rec, f"{name}_eye.{side}", (region,), materials,
+                                        origin=_eye_centre(rec, region)))
+        objects.append(_part_object(rec, f"{name}_teeth", TEETH_REGIONS, materials))
+        for child in objects[1:]:
+            child.parent = head
+            if child.data.shape_keys is not None:
+                _drive_keys_from(child, head)
+        if camera:
+            objects.append(build_camera(rec, f"{name}_camera"))
+            objects[-1].parent = head  # moving the head keeps the photo match
+        for obj in objects:
+            collection.objects.link(obj)
+    return head
+
+
+def use_photo_camera(scene: bpy.types.Scene, head: bpy.types.Object, rec) -> None:
+    """Render through the head's photo camera at the photo's size (the camera becomes the
+    scene's camera only when the scene has none)."""
+    if scene.camera is None:
+        scene.camera = next(child for child in head.children if child.type == "CAMERA")
+    scene.render.resolution_x, scene.render.resolution_y = rec.image.shape[1], rec.image.shape[0]
+    scene.render.resolution_percentage = 100

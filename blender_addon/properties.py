@@ -1,0 +1,67 @@
+"""Scene settings of the Likeness panel and the runtime state of the running job."""
+
+from __future__ import annotations
+
+import bpy
+
+PRESETS = [
+    ("fast", "Fast", "Landmark fit and a short photometric refinement (seconds)"),
+    ("balanced", "Balanced", "Longer refinement at a higher resolution"),
+    ("quality", "Quality", "Balanced plus mid-frequency skin detail (displacement and normal maps)"),
+]
+DEVICES = [
+    ("auto", "Auto", "CUDA when available, else CPU"),
+    ("cpu", "CPU", "Always the CPU"),
+    ("cuda", "CUDA", "An NVIDIA GPU (fails when none is usable)"),
+]
+
+
+class LikenessSettings(bpy.types.PropertyGroup):
+    source: bpy.props.EnumProperty(
+        name="Source",
+        items=[("FILE", "File", "A photo on disk"), ("IMAGE", "Image", "An image already in this file")],
+        default="FILE",
+    )
+    filepath: bpy.props.StringProperty(name="Photo", subtype="FILE_PATH",
+                                       description="The face photo (JPEG, PNG, ...)")
+    image: bpy.props.PointerProperty(name="Image", type=bpy.types.Image,
+                                     description="An image datablock holding the face photo")
+    preset: bpy.props.EnumProperty(name="Preset", items=PRESETS, default="balanced")
+    device: bpy.props.EnumProperty(name="Device", items=DEVICES, default="auto")
+    face_index: bpy.props.IntProperty(
+        name="Face", min=0, default=0,
+        description="Which face to use when the photo shows several: 0 is the largest, 1 the next")
+    detail_strength: bpy.props.FloatProperty(
+        name="Detail Strength", min=0.0, soft_max=2.0, default=1.0,
+        description="Scale of the reconstructed skin detail (Quality preset)")
+    add_camera: bpy.props.BoolProperty(
+        name="Camera from Photo", default=True,
+        description="Also add a camera that sees the head as the photo does, with the photo as its "
+                    "background (sets the render size to the photo's)")
+
+
+class LikenessJobState(bpy.types.PropertyGroup):
+    """Runtime only: window-manager properties are not saved in .blend files."""
+
+    running: bpy.props.BoolProperty()
+    cancel_requested: bpy.props.BoolProperty()
+    label: bpy.props.StringProperty()
+    stage: bpy.props.StringProperty()
+    fraction: bpy.props.FloatProperty(default=-1.0)  # -1: no measurable progress in this stage
+
+
+CLASSES = (LikenessSettings, LikenessJobState)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.likeness = bpy.props.PointerProperty(type=LikenessSettings)
+    bpy.types.WindowManager.likeness_job = bpy.props.PointerProperty(type=LikenessJobState)
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.likeness_job
+    del bpy.types.Scene.likeness
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

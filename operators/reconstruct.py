@@ -1,0 +1,119 @@
+"""Reconstruct a head from the photo chosen in the Likeness panel, without blocking Blender."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from ..blender_addon.build import build_reconstruction, use_photo_camera
+from ..blender_addon.jobs import run_reconstruction
+from ..blender_addon.modal import JobOperator, job_state
+from ..blender_addon.preferences import OFFLINE_HINT, model_status, options_from_preferences
+from ..core.errors import AssetError, ImageError
+
+
+def image_pixels(image: bpy.types.Image) -> np.ndarray:
+    """An image datablock's pixels as (H, W, 3) uint8 sRGB, row 0 at the top (the core's layout)."""
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise ImageError(f"The image '{image.name}' has no pixels: is its file missing?")
+    flat = np.empty(width * height * image.channels, np.float32)
+    image.pixels.foreach_get(flat)
+    rgb = flat.reshape(height, width, image.channels)[::-1, :, :3]  # Blender's row 0 is the bottom
+    if rgb.shape[2] < 3:  # grey (and alpha)
+        rgb = np.repeat(rgb[..., :1], 3, axis=2)
+    if image.is_float:  # float buffers hold linear values; the core expects sRGB like a photo file
+        rgb = np.where(rgb <= 0.0031308, 12.92 * rgb, 1.055 * np.maximum(rgb, 0) ** (1 / 2.4) - 0.055)
+    return (np.clip(rgb, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def photo_input(settings) -> tuple[object, str]:
+    """(what core.reconstruct reads, object name) from the panel settings."""
+    if settings.source == "IMAGE":
+        if settings.image is None:
+            raise ImageError("Choose an image in the Likeness panel first.")
+        return image_pixels(settings.image), Path(settings.image.name).stem
+    if not settings.filepath:
+        raise ImageError("Choose a photo in the Likeness panel first.")
+    path = Path(bpy.path.abspath(settings.filepath))
+    return str(path), path.stem
+
+
+def frame_selected(context) -> None:
+    """Frame the selection in every 3D viewport of the window (nothing to frame in background)."""
+    for area in context.window.screen.areas if context.window else ():
+        if area.type != "VIEW_3D":
+            continue
+        region = next((r for r in area.regions if r.type == "WINDOW"), None)
+        if region is not None:
+            with context.temp_override(area=area, region=region):
+                bpy.ops.view3d.view_selected()
+
+
+class LIKENESS_OT_reconstruct(JobOperator, bpy.types.Operator):
+    """Reconstruct a textured, animatable 3D head from the face photo (Esc cancels)"""
+
+    bl_idname = "likeness.reconstruct"
+    bl_label = "Reconstruct Head"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def prepare(self, context):
+        settings = context.scene.likeness
+        image, self._name = photo_input(settings)
+        options = options_from_preferences(
+            context, preset=settings.preset, device=settings.device, face_index=settings.face_index or None,
+            detail_strength=settings.detail_strength)
+        if not options.allow_download and not model_status(context)[0]:
+            raise AssetError("The ICT-FaceKit head model is missing and cannot be downloaded: "
+                             f"{OFFLINE_HINT}, or set a local copy in the add-on preferences.")
+        return lambda progress: run_reconstruction(image, options, progress)
+
+    def finish(self, context, rec):
+        scene = context.scene
+        settings = scene.likeness
+        collection = context.collection or scene.collection
+        head = build_reconstruction(rec, collection, name=self._name, camera=settings.add_camera)
+        head["likeness_source"] = rec.source or self._name
+        head["likeness_preset"] = settings.preset
+        if settings.add_camera:
+            use_photo_camera(scene, head, rec)
+        for obj in context.view_layer.objects:
+            obj.select_set(False)
+        head.select_set(True)
+        context.view_layer.objects.active = head
+        frame_selected(context)
+        for warning in rec.warnings:
+            self.report({"WARNING"}, warning)
+        total = rec.timings.get("total", 0.0)
+        self.report({"INFO"}, f"Likeness: {head.name} reconstructed in {total:.1f} s")
+        return {"FINISHED"}
+
+
+class LIKENESS_OT_cancel(bpy.types.Operator):
+    """Stop the running Likeness job"""
+
+    bl_idname = "likeness.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        return job_state(context).running
+
+    def execute(self, context):
+        job_state(context).cancel_requested = True
+        return {"FINISHED"}
+
+
+CLASSES = (LIKENESS_OT_reconstruct, LIKENESS_OT_cancel)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
