@@ -33,7 +33,7 @@ from .rendering import (
     shade,
     vertex_normals,
 )
-from .skin_mask import skin_mask
+from .skin_mask import holdout_checkerboard, skin_mask
 
 SKIN_VERTICES = VERTEX_REGIONS["head_neck"][1]  # skin polygons only use vertices below this
 ALBEDO_SHAPE = (16, 32)  # coarse skin-atlas albedo (rows, cols): tone, not detail
@@ -53,6 +53,8 @@ class RefinementSettings:
     lr_translation: float = 5e-4
     lr_shape: float = 3e-2
     lr_light: float = 2e-2
+    optimise_geometry: bool = True  # False fits only light and albedo (the ablation baseline)
+    holdout: bool = False  # leave a checkerboard of skin pixels out of the loss; report error on it
 
 
 @dataclass
@@ -142,7 +144,9 @@ class _Objective:
         self.skin = _SkinModel(model, device)
         self.photo = torch.from_numpy(self.crop.image(rgb).astype(np.float32) / 255).to(device)
         mask = skin_mask(self.crop.points(detection.landmarks), self.crop.size, self.crop.size, margin=0.02)
-        self.skin_mask = torch.from_numpy(mask).to(device)
+        held_out = holdout_checkerboard(self.crop.size) if settings.holdout else np.zeros_like(mask)
+        self.skin_mask = torch.from_numpy(mask & ~held_out).to(device)
+        self.heldout_mask = torch.from_numpy(mask & held_out).to(device) if settings.holdout else None
         self.points = points
         self.lm_target = torch.from_numpy(self.crop.points(target.points)).float().to(device)
         self.lm_weight = torch.from_numpy(target.weights).float().to(device)
@@ -165,19 +169,25 @@ class _Objective:
             interpolate(frags, vertex_normals(verts, self.skin.faces), self.skin.faces), dim=-1)
         uv = interpolate_corners(frags, self.skin.uv_corners)
         colour = sample_texture(albedo, uv) * shade(normals, sh)
-        return colour, frags.mask & self.skin_mask
+        return colour, frags.mask
 
     def energy(self, rot, t, identity, expression, sh, albedo) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.settings
-        image, mask = self.render(rot, t, identity, expression, sh, albedo)
-        photo = photometric_loss(image.permute(2, 0, 1)[None], self.photo.permute(2, 0, 1)[None],
-                                 mask[None, None].float())
+        image, frag_mask = self.render(rot, t, identity, expression, sh, albedo)
+
+        def photometric(mask: torch.Tensor) -> torch.Tensor:
+            return photometric_loss(image.permute(2, 0, 1)[None], self.photo.permute(2, 0, 1)[None],
+                                    (frag_mask & mask)[None, None].float())
+
+        photo = photometric(self.skin_mask)
         lm_res = (self.landmarks(rot, t, identity, expression) - self.lm_target) / self.lm_scale
         lm = (self.lm_weight * (lm_res ** 2).sum(-1)).mean()
         n = len(self.lm_weight)
         prior = ((s.identity_weight * identity) ** 2).sum() + ((s.expression_weight * expression) ** 2).sum()
         total = s.photometric_weight * photo + s.landmark_weight * lm + prior / n
         terms = {"photometric": photo.item(), "landmark": lm.item(), "prior": (prior / n).item()}
+        if self.heldout_mask is not None:
+            terms["heldout_photometric"] = photometric(self.heldout_mask).item()
         return total, terms
 
 
@@ -194,19 +204,22 @@ def refine(model: FaceModel, rgb: np.ndarray, coarse: FaceParams, target: Landma
     dev = select_device(device)
     obj = _Objective(model, rgb, target, detection, points, coarse.camera, settings, dev)
 
-    def param(a) -> torch.Tensor:
-        return torch.tensor(np.asarray(a), dtype=torch.float32, device=dev, requires_grad=True)
+    def param(a, free: bool = True) -> torch.Tensor:
+        return torch.tensor(np.asarray(a), dtype=torch.float32, device=dev, requires_grad=free)
 
-    rot, t = param(coarse.rotation), param(coarse.translation)
-    identity, expression = param(coarse.identity), param(coarse.expression)
+    geometry = settings.optimise_geometry
+    rot, t = param(coarse.rotation, geometry), param(coarse.translation, geometry)
+    identity, expression = param(coarse.identity, geometry), param(coarse.expression, geometry)
     sh = param(ambient_sh(1.0))
     albedo = _initial_albedo(obj).requires_grad_(True)
-    opt = torch.optim.Adam([
-        {"params": [rot], "lr": settings.lr_pose},
-        {"params": [t], "lr": settings.lr_translation},
-        {"params": [identity, expression], "lr": settings.lr_shape},
-        {"params": [sh, albedo], "lr": settings.lr_light},
-    ])
+    groups = [{"params": [sh, albedo], "lr": settings.lr_light}]
+    if settings.optimise_geometry:
+        groups += [
+            {"params": [rot], "lr": settings.lr_pose},
+            {"params": [t], "lr": settings.lr_translation},
+            {"params": [identity, expression], "lr": settings.lr_shape},
+        ]
+    opt = torch.optim.Adam(groups)
     variables = (rot, t, identity, expression, sh, albedo)
     best, best_energy, first = None, float("inf"), None
     progress.stage("refine", settings.iterations)
@@ -217,8 +230,8 @@ def refine(model: FaceModel, rgb: np.ndarray, coarse: FaceParams, target: Landma
             break  # diverged: keep the best state so far
         if first is None:
             first = terms
-        if float(energy) < best_energy:
-            best_energy, best = float(energy), [v.detach().clone() for v in variables]
+        if energy.item() < best_energy:
+            best_energy, best = energy.item(), [v.detach().clone() for v in variables]
         energy.backward()
         opt.step()
         with torch.no_grad():

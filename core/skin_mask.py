@@ -47,3 +47,11 @@ def face_mask(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
     mask = np.zeros((height, width), np.uint8)
     _fill(mask, landmarks[FACE_OVAL], 1)
     return mask > 0
+
+
+def holdout_checkerboard(size: int) -> np.ndarray:
+    """Bool (size, size): the held-out squares (side size / 32) of a checkerboard. Evaluation
+    leaves these pixels out of the data terms and measures the photometric error on them."""
+    block = max(2, size // 32)
+    idx = np.arange(size) // block
+    return (idx[:, None] + idx[None, :]) % 2 == 1
