@@ -64,7 +64,7 @@ def main() -> None:
     model = pipeline.model
     errors = {"regression": np.full(len(names), np.nan), "refined": np.full(len(names), np.nan)}
     failures, times = [], {"detect": [], "regress": [], "refine": []}
-    for i in tqdm(range(len(names)), desc="AFLW2000-3D"):
+    for i in tqdm(range(len(names)), desc="AFLW2000-3D", disable=None):
         rgb = load_image(args.data / "images" / str(names[i])).rgb
         try:
             t0 = time.perf_counter()

@@ -24,6 +24,7 @@ from .progress import Progress
 from .regression import LandmarkTarget, SurfacePoints
 from .rendering import (
     ambient_sh,
+    cpu_threads,
     interpolate,
     interpolate_corners,
     project,
@@ -200,8 +201,14 @@ def refine(model: FaceModel, rgb: np.ndarray, coarse: FaceParams, target: Landma
            detection: FaceDetection, points: SurfacePoints, settings: RefinementSettings,
            device: str = "auto", progress: Progress | None = None) -> RefinementResult:
     """Refine ``coarse`` parameters against the photo; returns the lowest-energy state seen."""
-    progress = progress or Progress()
     dev = select_device(device)
+    with cpu_threads(1, dev):
+        return _refine(model, rgb, coarse, target, detection, points, settings, dev, progress or Progress())
+
+
+def _refine(model: FaceModel, rgb: np.ndarray, coarse: FaceParams, target: LandmarkTarget,
+            detection: FaceDetection, points: SurfacePoints, settings: RefinementSettings,
+            dev: torch.device, progress: Progress) -> RefinementResult:
     obj = _Objective(model, rgb, target, detection, points, coarse.camera, settings, dev)
 
     def param(a, free: bool = True) -> torch.Tensor:
