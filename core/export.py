@@ -264,6 +264,13 @@ def _write_all(rec: Reconstruction, folder: Path, formats: tuple[str, ...]) -> l
             folder / files["obj"], rec.vertices, rec.polygons, rec.uvs, rec.polygon_uvs,
             files["mtl"], "likeness_skin",
         )
+        detail = rec.detail
+        if detail is not None and detail.detail_vertices is not None:
+            # The densified, displaced face as its own mesh (per-vertex UVs in the skin atlas).
+            files["detail_obj"] = f"{name}_detail.obj"
+            padded = np.pad(detail.detail_faces, ((0, 0), (0, 1)), constant_values=-1)
+            write_obj(folder / files["detail_obj"], detail.detail_vertices, padded, detail.detail_uvs, padded,
+                      files["mtl"], "likeness_skin")
     if "glb" in formats:
         files["glb"] = f"{name}.glb"
         write_mesh_glb(folder / files["glb"], rec.model, rec.vertices, rec.albedo)

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from .correspondence import Correspondence, load_correspondence
+from .detail import DetailSettings, add_detail, clip_extractor
 from .detection import FaceDetection, MediaPipeMesh, detect_face, make_detector
 from .errors import LikenessError
 from .face_model import FaceModel, load_face_model
@@ -58,7 +59,7 @@ def preset_settings(preset: str, **overrides) -> Settings:
         "fast": dict(refinement=RefinementSettings(iterations=30, resolution=160), texture_size=512),
         "balanced": dict(refinement=RefinementSettings(iterations=100, resolution=224), texture_size=1024),
         "quality": dict(refinement=RefinementSettings(iterations=150, resolution=256), texture_size=1024,
-                        detail=True, detail_iterations=150, detail_resolution=256),
+                        detail=True, detail_iterations=80, detail_resolution=256),
     }[preset]
     return replace(Settings(preset=preset, **by_preset), **overrides)
 
@@ -87,6 +88,7 @@ class Pipeline:
         self._detector = None
         self._mesh: MediaPipeMesh | None = None
         self._points: dict[int, object] = {}
+        self._clip: tuple[tuple, object] | None = None
 
     @property
     def detector(self):
@@ -109,6 +111,13 @@ class Pipeline:
                 resource.close()
         self._detector = self._mesh = None
 
+    def clip_extractor(self, settings: DetailSettings):
+        """The CLIP encoder for the detail stage, kept across photos (loading takes seconds)."""
+        key = (settings.clip, settings.device)
+        if self._clip is None or self._clip[0] != key:
+            self._clip = (key, clip_extractor(settings))
+        return self._clip[1]
+
     def surface_points(self, num_identity: int):
         if num_identity not in self._points:
             self._points[num_identity] = surface_points_for(self.model, self.correspondence, num_identity)
@@ -128,6 +137,12 @@ class Pipeline:
         progress = progress or Progress()
         timings: dict[str, float] = {}
         warnings: list[str] = []
+        detail = DetailSettings.from_pipeline(settings) if settings.detail else None
+        extractor = None
+        if detail is not None and detail.clip_weight > 0:
+            with _timed(timings, "clip_load"):
+                progress.stage("load CLIP")
+                extractor = self.clip_extractor(detail)  # before fitting: missing weights fail fast
         with _timed(timings, "load"):
             progress.stage("load")
             loaded = load_image(image)
@@ -168,11 +183,9 @@ class Pipeline:
             metrics=metrics,
             warnings=warnings,
         )
-        if settings.detail:
-            from .detail import add_detail
-
+        if detail is not None:
             with _timed(timings, "detail"):
-                add_detail(rec, settings, progress, warnings)
+                add_detail(rec, detail, progress, warnings, extractor)
         timings["total"] = sum(timings.values())
         return rec
 

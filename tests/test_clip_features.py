@@ -3,12 +3,11 @@ lookup failing fast and clearly when weights are missing."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import open_clip
 import pytest
 import torch
+from clip_configs import register_tiny_configs
 from conftest import face_photo
 from PIL import Image
 
@@ -16,28 +15,11 @@ from core.clip_features import ENV_CHECKPOINT, ClipFeatureExtractor, ClipSetting
 from core.errors import AssetError
 from core.losses import clip_consistency_loss
 
-TEXT_CFG = {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}
-TINY_CONFIGS = {
-    "likeness-tiny-vit": {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 32, "head_width": 16, "layers": 4},
-        "text_cfg": TEXT_CFG,
-    },
-    "likeness-tiny-rn": {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "patch_size": None},
-        "text_cfg": TEXT_CFG,
-    },
-}
-
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_configs(tmp_path_factory):
     """Register the tiny architectures with open_clip under their names."""
-    folder = tmp_path_factory.mktemp("clip_configs")
-    for name, cfg in TINY_CONFIGS.items():
-        (folder / f"{name}.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(folder)
+    register_tiny_configs(tmp_path_factory.mktemp("clip_configs"))
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ def test_refined_geometry_explains_held_out_pixels_better(pipeline):
     from dataclasses import replace
 
     from conftest import face_photo
+
     from core.detection import detect_face
     from core.image_io import load_image
     from core.pipeline import preset_settings
