@@ -96,6 +96,7 @@ class ReconstructOptions:
     device: str = "auto"
     face_index: Optional[int] = None
     detail_strength: float = 1.0
+    clip_pretrained: Optional[str] = "openai"  # tag or checkpoint path; None: random weights (tests, demos)
     ict_facekit: Optional[str] = None  # a local zip or folder; None: core.assets finds or fetches it
     cache_dir: Optional[str] = None
     allow_download: bool = True  # Blender's "Allow Online Access"
@@ -126,6 +127,7 @@ def run_reconstruction(image, options: ReconstructOptions, progress: Progress, p
     from ..core.pipeline import preset_settings
 
     settings = preset_settings(options.preset, device=options.device, face_index=options.face_index,
-                               detail_strength=options.detail_strength)
+                               detail_strength=options.detail_strength,
+                               clip_pretrained=options.clip_pretrained)
     pipeline = pipeline or make_pipeline(options, progress)
     return reconstruct(image, settings=settings, progress=progress, pipeline=pipeline)

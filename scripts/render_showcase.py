@@ -31,6 +31,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--size", type=int, default=640, help="height of the three-quarter views, pixels")
     parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--clip-pretrained", default="openai",
+                        help="CLIP weights for detail: a tag, a checkpoint path, or 'none' (random)")
     parser.add_argument("--angle", type=float, default=30.0, help="three-quarter view angle, degrees")
     return parser.parse_args(argv)
 
@@ -116,7 +118,8 @@ def main(argv: list[str]) -> int:
     from likeness.blender_addon.jobs import ReconstructOptions, run_reconstruction, stage_printer
     from likeness.core.progress import Progress
 
-    options = ReconstructOptions(preset=args.preset, device=args.device)
+    clip = None if args.clip_pretrained.lower() == "none" else args.clip_pretrained
+    options = ReconstructOptions(preset=args.preset, device=args.device, clip_pretrained=clip)
     rec = run_reconstruction(str(args.input), options, Progress(callback=stage_printer(args.input.name)))
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
     scene = bpy.context.scene
