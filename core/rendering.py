@@ -84,9 +84,13 @@ class RenderOutput:
 
 # --------------------------------------------------------------------------------------------
 # Visibility
+#
+# No numba on-disk cache: it is keyed by source path but records the module's import name, and
+# the same files are imported as ``core`` (CLI, tests) and as ``<extension>.core`` (Blender), which
+# would load each other's cache and fail. Compiling takes ~1-2 s once per process.
 
 
-@numba.njit(cache=True)
+@numba.njit
 def _triangle_boxes(verts, faces, height, width, cull_backfaces):
     """Per triangle the inclusive pixel range (x0, x1, y0, y1) whose centres it may cover;
     x1 < x0 marks triangles to skip (degenerate, behind the camera, culled)."""
@@ -110,7 +114,7 @@ def _triangle_boxes(verts, faces, height, width, cull_backfaces):
     return box
 
 
-@numba.njit(cache=True)
+@numba.njit
 def _rasterize_numba(verts, faces, height, width, cull_backfaces):
     """Z-buffer: inclusive edge test at pixel centres, nearest perspective-correct depth wins,
     ties keep the lower face id. Serial on purpose: a parallel version (prange over bands of

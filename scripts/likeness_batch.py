@@ -24,20 +24,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def load_extension():
     """The repository root (the extension folder) as the package ``likeness``: its subpackages
-    import ``core`` relatively, exactly as inside an installed extension.
-
-    numba caches compiled functions next to their source file, keyed by its path but recording
-    the module's import name: this ``likeness.core`` and the ``core`` of ``python -m core`` (same
-    files) would load each other's cache and fail. So this process caches elsewhere."""
+    import ``core`` relatively, exactly as inside an installed extension."""
     if "likeness" not in sys.modules:
         spec = importlib.util.spec_from_file_location("likeness", ROOT / "__init__.py",
                                                       submodule_search_locations=[str(ROOT)])
         module = importlib.util.module_from_spec(spec)
         sys.modules["likeness"] = module
         spec.loader.exec_module(module)
-        from likeness.core.assets import cache_dir
-
-        os.environ["NUMBA_CACHE_DIR"] = str(cache_dir() / "numba-likeness-package")
     return sys.modules["likeness"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,16 @@ AFLW = SHARED / "aflw2000-3d-dev"
 
 # Tests read the shared ICT-FaceKit copy and never touch the network.
 os.environ.setdefault("LIKENESS_ICT_FACEKIT", str(ICT_ZIP))
+
+
+def load_extension_package():
+    """The repository (the extension folder) as package ``likeness``, loaded the way
+    scripts/likeness_batch.py loads it: its subpackages import ``core`` relatively, as inside
+    Blender."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from likeness_batch import load_extension
+
+    return load_extension()
 
 
 def face_photo(name: str) -> Path:

@@ -4,13 +4,11 @@ turned into Blender objects, checked through Blender's own evaluation, saved, re
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, face_photo
+from conftest import face_photo, load_extension_package
 from PIL import Image
 
 from core.params import Camera, FaceParams
@@ -20,18 +18,6 @@ bpy = pytest.importorskip("bpy")
 
 EXPRESSIONS = {"jawOpen": 0.4, "mouthSmile_L": 0.7, "eyeBlink_R": 0.25}
 PHOTO = "000031.jpg"
-
-
-def load_extension_package():
-    """The repository (the extension folder) as package ``likeness``, as scripts/likeness_batch.py
-    loads it: its subpackages import ``core`` relatively, as inside Blender."""
-    if "likeness" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("likeness", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["likeness"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["likeness"]
 
 
 load_extension_package()

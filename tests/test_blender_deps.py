@@ -11,20 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-
-
-def load_extension_package():
-    """The repository (the extension folder) as package ``likeness``, as scripts/likeness_batch.py
-    loads it: its subpackages import ``core`` relatively, as inside Blender."""
-    if "likeness" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("likeness", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["likeness"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["likeness"]
-
+from conftest import load_extension_package
 
 load_extension_package()
 from likeness.blender_addon import deps, jobs  # noqa: E402
