@@ -60,7 +60,7 @@ class _Bar:
             self.close()
             self.stage = stage
             self.bar = self._tqdm(total=total or None, desc=f"{self.label}: {stage}", leave=False,
-                                  unit="it", file=sys.stderr)
+                                  unit="it", file=sys.stderr, disable=None)  # bars on terminals only
         if self.bar is not None:
             self.bar.n = done
             self.bar.refresh()
@@ -95,6 +95,7 @@ def run(inputs: list, names: list[str], args: argparse.Namespace) -> int:
         progress = Progress(callback=bar)
         try:
             rec = pipeline.run(item, settings, progress)
+            rec.source = rec.source or name  # arrays (the demo photo) are named by the caller
             written = rec.save(_unique_dir(args.output, Path(name).stem, used), formats=formats)
             bar.close()
             seconds = rec.timings.get("total", 0)
