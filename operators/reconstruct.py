@@ -109,11 +109,4 @@ class LIKENESS_OT_cancel(bpy.types.Operator):
 CLASSES = (LIKENESS_OT_reconstruct, LIKENESS_OT_cancel)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
