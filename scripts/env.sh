@@ -17,7 +17,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; 
 fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
-SHARED_ICT="$ROOT/../shared/ict-facekit/ICT-FaceKit-master.zip"
+SHARED_ICT="$(cd "$ROOT/.." && pwd)/shared/ict-facekit/ICT-FaceKit-master.zip"
 if [ -z "${LIKENESS_ICT_FACEKIT:-}" ] && [ -f "$SHARED_ICT" ]; then
   export LIKENESS_ICT_FACEKIT="$SHARED_ICT"
 fi
