@@ -27,6 +27,7 @@ from .progress import Progress
 from .reconstruction import Reconstruction
 from .refinement import RefinementSettings, refine
 from .regression import LandmarkTarget, RegressionSettings, initial_params, regress, surface_points_for
+from .texture import UVSurface, build_texture, uv_surface
 
 PRESET_NAMES = ("fast", "balanced", "quality")
 # MediaPipe outer eye corners (subject's right, subject's left): they set the initial depth.
@@ -88,6 +89,7 @@ class Pipeline:
         self._detector = None
         self._mesh: MediaPipeMesh | None = None
         self._points: dict[int, object] = {}
+        self._uv_surfaces: dict[int, UVSurface] = {}
         self._clip: tuple[tuple, object] | None = None
 
     @property
@@ -118,6 +120,12 @@ class Pipeline:
             self._clip = (key, clip_extractor(settings))
         return self._clip[1]
 
+    def uv_surface(self, size: int) -> UVSurface:
+        """Texel -> triangle map of the skin atlas: depends on the model and size only."""
+        if size not in self._uv_surfaces:
+            self._uv_surfaces[size] = uv_surface(self.model, size)
+        return self._uv_surfaces[size]
+
     def surface_points(self, num_identity: int):
         if num_identity not in self._points:
             self._points[num_identity] = surface_points_for(self.model, self.correspondence, num_identity)
@@ -132,8 +140,6 @@ class Pipeline:
         return regress(self.surface_points(settings.num_identity), target, camera, init, settings), target
 
     def run(self, image, settings: Settings, progress: Progress | None = None) -> Reconstruction:
-        from .texture import build_texture
-
         progress = progress or Progress()
         timings: dict[str, float] = {}
         warnings: list[str] = []
@@ -164,7 +170,8 @@ class Pipeline:
                 params, metrics = refined.params, refined.metrics
         with _timed(timings, "texture"):
             progress.stage("texture")
-            texture = build_texture(self.model, rgb, params, settings.texture_size, settings.device)
+            size = settings.texture_size
+            texture = build_texture(self.model, rgb, params, size, self.uv_surface(size))
         vertices = self.model.vertices(params.identity, params.expression)
         rec = Reconstruction(
             image=rgb,

@@ -127,8 +127,9 @@ def fit_sh(colors: np.ndarray, normals: np.ndarray, weights: np.ndarray) -> np.n
 
 
 def build_texture(model: FaceModel, rgb: np.ndarray, params: FaceParams, size: int,
-                  device: str = "cpu", surface: UVSurface | None = None) -> TextureResult:
-    """De-lit skin-atlas albedo (size, 2*size) for fitted ``params`` on photo ``rgb``."""
+                  surface: UVSurface | None = None) -> TextureResult:
+    """De-lit skin-atlas albedo (size, 2*size) for fitted ``params`` on photo ``rgb``; pass the
+    ``uv_surface`` of this model and size to reuse it across photos."""
     surface = surface or uv_surface(model, size)
     verts = model.vertices(params.identity, params.expression).astype(np.float64)
     verts_cam = params.to_camera(verts)
