@@ -96,7 +96,8 @@ def run(inputs: list, names: list[str], args: argparse.Namespace) -> int:
         try:
             rec = pipeline.run(item, settings, progress)
             rec.source = rec.source or name  # arrays (the demo photo) are named by the caller
-            written = rec.save(_unique_dir(args.output, Path(name).stem, used), formats=formats)
+            folder = _unique_dir(args.output, Path(name).stem, used)
+            written = rec.save(folder, formats=formats, progress=progress)
             bar.close()
             seconds = rec.timings.get("total", 0)
             print(f"[{i}/{len(inputs)}] {name}: ok in {seconds:.1f} s -> {written[0].parent}")

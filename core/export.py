@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from .errors import DependencyError, LikenessError
 from .face_model import FaceModel, triangulate
 from .params import Camera, FaceParams
+from .progress import Progress
 from .reconstruction import Reconstruction
 
 FORMATS = ("obj", "glb")
@@ -193,7 +194,8 @@ def write_mesh_glb(path: str | Path, model: FaceModel, vertices: np.ndarray, alb
 
 
 def save_reconstruction(
-    rec: Reconstruction, out_dir: str | Path, formats: tuple[str, ...] = FORMATS
+    rec: Reconstruction, out_dir: str | Path, formats: tuple[str, ...] = FORMATS,
+    progress: Progress | None = None,
 ) -> list[Path]:
     """Write one result into ``out_dir`` and return the paths written.
 
@@ -202,12 +204,14 @@ def save_reconstruction(
     ``<name>_displacement.exr`` (float32 millimetres, outwards along the vertex normals),
     ``<name>_displacement.png`` (16-bit; value 32768 is 0 mm and one unit is 0.001 mm, so the
     range is -32.768 mm to +32.767 mm) and ``<name>_normal.png`` (tangent space). Geometry is
-    the whole head in model space, metres. Atomic as a set: on any failure none of these
-    files is left in ``out_dir``.
+    the whole head in model space, metres. Atomic as a set: on any failure, or a cancel through
+    ``progress`` before the files are moved in, none of these files is left in ``out_dir``.
     """
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"Unknown export format(s) {sorted(unknown)}: choose from {FORMATS}.")
+    progress = progress or Progress()
+    progress.stage("save")
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +221,7 @@ def save_reconstruction(
     moved: list[Path] = []
     try:
         names = _write_all(rec, staging, formats)
+        progress.check()  # the last moment to cancel: the moves below are the commit
         for name in names:
             os.replace(staging / name, out_dir / name)
             moved.append(out_dir / name)

@@ -172,6 +172,7 @@ class Pipeline:
             progress.stage("texture")
             size = settings.texture_size
             texture = build_texture(self.model, rgb, params, size, self.uv_surface(size))
+        progress.check()  # stages check at their start; this one has no steps of its own
         vertices = self.model.vertices(params.identity, params.expression)
         rec = Reconstruction(
             image=rgb,
@@ -193,6 +194,7 @@ class Pipeline:
         if detail is not None:
             with _timed(timings, "detail"):
                 add_detail(rec, detail, progress, warnings, extractor)
+            progress.check()  # a cancel during the last detail steps and the bake
         timings["total"] = sum(timings.values())
         return rec
 

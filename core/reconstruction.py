@@ -10,6 +10,7 @@ import numpy as np
 
 from .face_model import FaceModel
 from .params import FaceParams
+from .progress import Progress
 
 
 @dataclass
@@ -70,9 +71,11 @@ class Reconstruction:
     def name(self) -> str:
         return Path(self.source).stem if self.source else "likeness_head"
 
-    def save(self, out_dir: str | Path, formats: tuple[str, ...] = ("obj", "glb")) -> list[Path]:
+    def save(self, out_dir: str | Path, formats: tuple[str, ...] = ("obj", "glb"),
+             progress: Progress | None = None) -> list[Path]:
         """Write OBJ+MTL+PNG (and GLB, EXR when detail exists) and a preview into ``out_dir``,
-        atomically: either every file of this result is there, or none is."""
+        atomically: either every file of this result is there, or none is (also when
+        ``progress`` is cancelled while writing)."""
         from .export import save_reconstruction
 
-        return save_reconstruction(self, Path(out_dir), formats=formats)
+        return save_reconstruction(self, Path(out_dir), formats=formats, progress=progress)

@@ -18,6 +18,12 @@ TINY_CONFIGS = {
         "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 32, "head_width": 16, "layers": 4},
         "text_cfg": TEXT_CFG,
     },
+    # ViT-B-32's depth, for pipeline Settings (they use ClipSettings' default layers, up to 11)
+    "likeness-tiny-vit12": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 32, "head_width": 16, "layers": 12},
+        "text_cfg": TEXT_CFG,
+    },
     "likeness-tiny-rn": {
         "embed_dim": 32,
         "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "patch_size": None},

@@ -1,12 +1,15 @@
 """End-to-end reconstruction on real photos: results, failures, cancellation."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import face_photo
 
 from core.errors import Cancelled, FaceSelectionError, ImageError, NoFaceError
-from core.pipeline import preset_settings, reconstruct
+from core.pipeline import preset_settings
 from core.progress import Progress
+from core.refinement import RefinementSettings
 
 
 def test_reconstruction_is_complete_and_consistent(fast_reconstruction):
@@ -71,20 +74,61 @@ def test_no_face_and_bad_files(pipeline, tmp_path):
         pipeline.run(tmp_path / "missing.png", settings)
 
 
-def test_cancel_stops_the_run_and_writes_nothing(pipeline, tmp_path):
-    progress = Progress()
-    stages = []
+# The stages of a run with detail, in order; "save" is Reconstruction.save's.
+DETAIL_STAGES = ("load CLIP", "load", "detect", "regress", "refine", "texture", "detail", "save")
+PHOTO = "000033.jpg"  # 250 x 262 px
 
-    def on_progress(stage, done, total):
-        stages.append(stage)
-        if stage == "refine" and done >= 2:
+
+@pytest.fixture(scope="module")
+def detail_settings(tmp_path_factory):
+    """Fast preset plus a short detail stage with a tiny random-weight CLIP (no download)."""
+    from clip_configs import register_tiny_configs
+
+    register_tiny_configs(tmp_path_factory.mktemp("clip_configs"))
+    return preset_settings("fast", device="cpu", texture_size=128,
+                           refinement=RefinementSettings(iterations=4, resolution=96),
+                           detail=True, detail_iterations=2, detail_resolution=64,
+                           clip_model="likeness-tiny-vit12", clip_pretrained=None)
+
+
+def stage_recorder(stages: list[str], cancel_at: str | None = None) -> Progress:
+    progress = Progress()
+
+    def on_progress(name, done, total):
+        if stages[-1:] != [name]:
+            stages.append(name)
+        if name == cancel_at:
             progress.cancel()
 
     progress.callback = on_progress
+    return progress
+
+
+@pytest.mark.parametrize("stage", DETAIL_STAGES)
+def test_cancel_at_every_stage_stops_there_and_writes_nothing(pipeline, detail_settings, tmp_path, stage):
+    """A cancel request from the stage's own progress callback (as the UI's Cancel does from
+    another thread) stops the run before the next stage; a cancelled run returns no result (the
+    Blender operator would build it) and writes nothing. Each stage is tested as the last one of
+    its run: "texture" in a run without detail, "save" after a run without detail."""
+    with_detail = stage in ("load CLIP", "detail")
+    settings = detail_settings if with_detail else replace(detail_settings, detail=False)
+    expected = [s for s in DETAIL_STAGES if with_detail or s not in ("load CLIP", "detail")]
+    stages: list[str] = []
+    progress = stage_recorder(stages, cancel_at=stage)
     with pytest.raises(Cancelled):
-        reconstruct(face_photo("000002.jpg"), preset="fast", progress=progress, pipeline=pipeline)
-    assert "refine" in stages and "texture" not in stages
+        rec = pipeline.run(face_photo(PHOTO), settings, progress)
+        assert stage == "save", "the cancelled run returned a result"
+        rec.save(tmp_path, progress=progress)
+    assert stages == expected[: expected.index(stage) + 1]
     assert not any(tmp_path.iterdir())
+
+
+def test_uncancelled_run_passes_every_stage(pipeline, detail_settings, tmp_path):
+    stages: list[str] = []
+    progress = stage_recorder(stages)
+    pipeline.run(face_photo(PHOTO), detail_settings, progress).save(tmp_path, progress=progress)
+    assert stages == list(DETAIL_STAGES)
+    assert (tmp_path / "000033_normal.png").is_file()
 
 
 def test_unknown_preset_is_a_clear_error():
