@@ -31,6 +31,14 @@ ICT_SHA256 = "b36604a0b36231a4537b7a86d7f409e00febf3d46fa617dc1e8e130a89541108"
 ICT_ARCHIVE_NAME = "ICT-FaceKit-master.zip"
 ENV_ICT = "LIKENESS_ICT_FACEKIT"
 ENV_CACHE = "LIKENESS_CACHE_DIR"
+# face-api's face-recognition network (vladmandic/face-api 1.7.15 model/): manifest and weights.
+FACE_API_URL = "https://raw.githubusercontent.com/vladmandic/face-api/master/model/"
+FACE_API_MANIFEST = "face_recognition_model-weights_manifest.json"
+FACE_API_FILES = {
+    FACE_API_MANIFEST: "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b",
+    "face_recognition_model.bin": "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589",
+}
+ENV_FACE_API = "LIKENESS_FACE_API"
 
 _CHUNK = 1 << 20
 _BACKOFF_S = 1.0  # first retry delay; doubles on each further retry
@@ -77,6 +85,24 @@ def ict_facekit_path(
             f"internet connection), or {_BY_HAND}"
         )
     return _fetch_ict(cached, progress)
+
+
+def face_api_dir(
+    cache_dir: str | Path | None = None, download: bool = True, progress: Progress | None = None
+) -> Path:
+    """The folder with face-api's face-recognition manifest and weights: ``LIKENESS_FACE_API``, else
+    ``<cache>/face-api``, whose missing files are downloaded (checksummed) when allowed."""
+    env = os.environ.get(ENV_FACE_API)
+    folder = Path(env).expanduser() if env else _cache_root(cache_dir) / "face-api"
+    missing = [name for name in FACE_API_FILES if not (folder / name).is_file()]
+    if missing and env:
+        raise AssetError(f"{ENV_FACE_API} is set to {folder}, which lacks {missing[0]}. Point it to a folder "
+                         f"with {' and '.join(FACE_API_FILES)}, or unset it to use the downloaded copy.")
+    if missing and not download:
+        raise AssetError(f"The face-recognition network is not in {folder}. Allow downloading it, or put "
+                         f"{' and '.join(FACE_API_FILES)} from {FACE_API_URL} there.")
+    _fetch_face_api(folder, missing, progress)
+    return folder
 
 
 def model_cache_path(source: str | Path, cache_dir: str | Path | None = None) -> Path:
@@ -134,6 +160,11 @@ def _fetch_ict(dest: Path, progress: Progress | None) -> Path:
         return download(ICT_URL, dest, sha256=ICT_SHA256, progress=progress, accept_mismatch=same_layout)
     except AssetError as exc:
         raise AssetError(f"{exc} Alternatively, {_BY_HAND}") from exc
+
+
+def _fetch_face_api(folder: Path, names: list[str], progress: Progress | None) -> None:
+    for name in names:  # (a helper: face_api_dir's ``download`` argument hides the function)
+        download(FACE_API_URL + name, folder / name, sha256=FACE_API_FILES[name], progress=progress)
 
 
 def download(

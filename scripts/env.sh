@@ -21,4 +21,8 @@ SHARED_ICT="$(cd "$ROOT/.." && pwd)/shared/ict-facekit/ICT-FaceKit-master.zip"
 if [ -z "${LIKENESS_ICT_FACEKIT:-}" ] && [ -f "$SHARED_ICT" ]; then
   export LIKENESS_ICT_FACEKIT="$SHARED_ICT"
 fi
+SHARED_FACE_API="$(cd "$ROOT/.." && pwd)/shared/face-api"
+if [ -z "${LIKENESS_FACE_API:-}" ] && [ -d "$SHARED_FACE_API" ]; then
+  export LIKENESS_FACE_API="$SHARED_FACE_API"
+fi
 cd "$ROOT"

@@ -14,8 +14,9 @@ ICT_ZIP = SHARED / "ict-facekit" / "ICT-FaceKit-master.zip"
 FACES = SHARED / "faces"
 AFLW = SHARED / "aflw2000-3d-dev"
 
-# Tests read the shared ICT-FaceKit copy and never touch the network.
+# Tests read the shared ICT-FaceKit and face-api copies and never touch the network.
 os.environ.setdefault("LIKENESS_ICT_FACEKIT", str(ICT_ZIP))
+os.environ.setdefault("LIKENESS_FACE_API", str(SHARED / "face-api"))
 
 
 def load_extension_package():

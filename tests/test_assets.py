@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ICT_ZIP
+from conftest import ICT_ZIP, SHARED
 
 from core import assets
 from core.errors import AssetError, Cancelled
@@ -203,6 +203,31 @@ def test_server_down_gives_clear_error(tmp_path, no_env, monkeypatch):
     message = str(info.value)
     assert url in message and assets.ENV_ICT in message and "internet" in message
     assert not (tmp_path / "cache" / assets.ICT_ARCHIVE_NAME).exists()
+
+
+def test_face_api_fetched_once_with_checksums(server, no_env, monkeypatch, tmp_path):
+    monkeypatch.delenv(assets.ENV_FACE_API, raising=False)
+    shared = SHARED / "face-api"
+    server.files = {f"/model/{name}": shared / name for name in assets.FACE_API_FILES}
+    monkeypatch.setattr(assets, "FACE_API_URL", server.url("/model/"))
+    with pytest.raises(AssetError, match="Allow downloading"):
+        assets.face_api_dir(download=False)
+    folder = assets.face_api_dir()
+    assert folder == tmp_path / "cache" / "face-api"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(assets.FACE_API_FILES)
+    served = len(server.ranges)
+    assert assets.face_api_dir() == folder and len(server.ranges) == served  # cached: no request
+
+    monkeypatch.setenv(assets.ENV_FACE_API, str(tmp_path))
+    with pytest.raises(AssetError, match=assets.ENV_FACE_API):
+        assets.face_api_dir()
+
+
+def test_face_api_offline_is_a_clear_error(no_env, monkeypatch):
+    monkeypatch.delenv(assets.ENV_FACE_API, raising=False)
+    monkeypatch.setattr(assets, "FACE_API_URL", _dead_url().removesuffix("ict.zip"))
+    with pytest.raises(AssetError, match="Could not download"):
+        assets.face_api_dir()
 
 
 def _fake_archive(path: Path, drop: str | None = None) -> Path:
