@@ -1,6 +1,6 @@
 """Seconds per stage and per photo for each preset, on this machine's CPU or GPU.
 
-    python benchmarks/speed.py [--limit 5] [--device auto] [--clip-pretrained none]
+    python benchmarks/speed.py [--limit 5] [--device auto] [--clip-pretrained none] [--json out.json]
 
 ``--clip-pretrained none`` runs the quality preset's CLIP detail with random weights (the time is
 the same as with real weights; the result is not CLIP-guided). The first photo of each preset is
@@ -10,6 +10,7 @@ a warm-up (JIT compilation, model loading) and is not counted.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from pathlib import Path
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--clip-pretrained", default="openai", help="tag, checkpoint path, or 'none'")
+    parser.add_argument("--presets", nargs="+", default=list(PRESET_NAMES), choices=PRESET_NAMES)
+    parser.add_argument("--json", type=Path, help="also write mean seconds per preset and stage here")
     args = parser.parse_args()
     clip = None if args.clip_pretrained.lower() == "none" else args.clip_pretrained
 
@@ -39,13 +42,17 @@ def main() -> None:
     print(f"device: {device} ({name}), torch threads {torch.get_num_threads()}")
     photos = list_images([args.faces])[: args.limit + 1]
     pipeline = Pipeline()
-    for preset in PRESET_NAMES:
+    report = {"device": str(device), "name": name, "photos": len(photos) - 1, "presets": {}}
+    for preset in args.presets:
         settings = preset_settings(preset, device=args.device, clip_pretrained=clip)
         timings = [pipeline.run(photo, settings).timings for photo in photos][1:]
-        keys = [k for k in timings[0] if k != "total"]
-        per_stage = ", ".join(f"{k} {np.mean([t.get(k, 0) for t in timings]):.2f}" for k in keys)
-        totals = [t["total"] for t in timings]
-        print(f"| {preset} | {np.mean(totals):.1f} | {np.max(totals):.1f} | {per_stage} |")
+        means = {k: float(np.mean([t.get(k, 0.0) for t in timings])) for k in timings[0]}
+        worst = float(np.max([t["total"] for t in timings]))
+        report["presets"][preset] = means | {"max_total": worst}
+        per_stage = ", ".join(f"{k} {v:.2f}" for k, v in means.items() if k != "total")
+        print(f"| {preset} | {means['total']:.1f} | {worst:.1f} | {per_stage} |")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

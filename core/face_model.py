@@ -268,11 +268,17 @@ def load_cache(path: Path) -> FaceModel | None:
 
 
 def load_face_model(source: str | Path | None = None, cache_dir: str | Path | None = None) -> FaceModel:
-    """The ICT-FaceKit model: from ``source`` (zip or folder) if given, else located or
-    downloaded by ``core.assets``; parsed once and then served from the ``.npz`` cache."""
+    """The ICT-FaceKit model: from ``source`` (zip, folder or parsed ``.npz``) if given, else located
+    or downloaded by ``core.assets``; parsed once and then served from the ``.npz`` cache."""
     from . import assets
 
     source = Path(source) if source is not None else assets.ict_facekit_path(cache_dir=cache_dir)
+    if source.suffix == ".npz":  # an already parsed model, e.g. another machine's cache file
+        model = load_cache(source)
+        if model is None:
+            raise AssetError(f"{source} is not a parsed ICT-FaceKit model of this Likeness version; "
+                             "point to the ICT-FaceKit zip or folder instead.")
+        return model
     cache = assets.model_cache_path(source, cache_dir=cache_dir)
     model = load_cache(cache)
     if model is None:

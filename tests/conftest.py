@@ -41,7 +41,7 @@ def face_photo(name: str) -> Path:
 def face_model():
     from core.face_model import load_face_model
 
-    return load_face_model(ICT_ZIP)
+    return load_face_model()  # LIKENESS_ICT_FACEKIT: the shared zip, or a parsed model on a GPU machine
 
 
 @pytest.fixture(scope="session")

@@ -335,3 +335,17 @@ def test_load_face_model_end_to_end_and_cached(loaded_twice):
     for name in ("neutral", "identity_basis", "expression_basis", "polygons", "polygon_uvs", "uvs"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
     assert second.expression_names == first.expression_names
+
+
+def test_parsed_model_file_loads_as_a_source(loaded_twice, tmp_path, monkeypatch):
+    """A parsed .npz (e.g. carried to a machine without the zip) is a model source of its own."""
+    first, _, _, cache_file = loaded_twice
+    copy = tmp_path / "ict_facekit.npz"
+    shutil.copyfile(cache_file, copy)
+    monkeypatch.setenv(assets.ENV_ICT, str(copy))
+    model = load_face_model()
+    np.testing.assert_array_equal(model.expression_basis, first.expression_basis)
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(copy.read_bytes()[:1000])
+    with pytest.raises(AssetError, match="not a parsed ICT-FaceKit model"):
+        load_face_model(damaged)
