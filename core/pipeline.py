@@ -19,10 +19,11 @@ import numpy as np
 from .correspondence import Correspondence, load_correspondence
 from .detail import DetailSettings, add_detail, clip_extractor
 from .detection import FaceDetection, MediaPipeMesh, detect_face, make_detector
-from .errors import LikenessError
+from .errors import LikenessError, NoFaceError
 from .face_model import FaceModel, load_face_model
 from .image_io import load_image
 from .params import Camera, FaceParams
+from .profile import fit_keypoints, keypoint_surface_points, profile_proposal
 from .progress import Progress
 from .reconstruction import Reconstruction
 from .refinement import RefinementSettings, refine
@@ -88,7 +89,7 @@ class Pipeline:
         self.detector_backend = detector_backend
         self._detector = None
         self._mesh: MediaPipeMesh | None = None
-        self._points: dict[int, object] = {}
+        self._points: dict[tuple[str, int], object] = {}
         self._uv_surfaces: dict[int, UVSurface] = {}
         self._clip: tuple[tuple, object] | None = None
 
@@ -126,15 +127,35 @@ class Pipeline:
             self._uv_surfaces[size] = uv_surface(self.model, size)
         return self._uv_surfaces[size]
 
-    def surface_points(self, num_identity: int):
-        if num_identity not in self._points:
-            self._points[num_identity] = surface_points_for(self.model, self.correspondence, num_identity)
-        return self._points[num_identity]
+    def surface_points(self, num_identity: int, kind: str = "mesh"):
+        """Model points of the dense landmarks (``mesh``) or of BlazeFace's keypoints (``keypoints``)."""
+        key = (kind, num_identity)
+        if key not in self._points:
+            build = surface_points_for if kind == "mesh" else keypoint_surface_points
+            self._points[key] = build(self.model, self.correspondence, num_identity)
+        return self._points[key]
+
+    def detect(self, rgb: np.ndarray, face_index: Optional[int] = None,
+               source: str = "the image") -> FaceDetection:
+        """One face; with dense landmarks when the landmark network accepts it, else (profiles) the most
+        confident BlazeFace proposal with its six keypoints (core.profile)."""
+        try:
+            return detect_face(rgb, face_index=face_index, detector=self.detector, mesh=self.mesh,
+                               source=source)
+        except NoFaceError:
+            proposals = getattr(self.detector, "proposals", None)
+            sparse = profile_proposal(proposals(rgb)) if proposals is not None and not face_index else None
+            if sparse is None:
+                raise
+            return sparse
 
     def fit_landmarks(self, detection: FaceDetection, width: int, height: int,
                       settings: RegressionSettings) -> tuple[FaceParams, LandmarkTarget]:
-        target = landmark_target(detection, self.correspondence)
         camera = Camera.default_for(width, height, settings.fov_deg)
+        if not detection.is_dense:
+            return fit_keypoints(self.surface_points(settings.num_identity, "keypoints"), detection, camera,
+                                 settings)
+        target = landmark_target(detection, self.correspondence)
         corners = tuple(int(np.flatnonzero(self.correspondence.mp_index == i)[0]) for i in EYE_CORNERS)
         init = initial_params(target, corners, camera)
         return regress(self.surface_points(settings.num_identity), target, camera, init, settings), target
@@ -157,13 +178,15 @@ class Pipeline:
         with _timed(timings, "detect"):
             progress.stage("detect")
             source = Path(loaded.path).name if loaded.path else "the image"
-            detection = detect_face(rgb, face_index=settings.face_index, detector=self.detector,
-                                    mesh=self.mesh, source=source)
+            detection = self.detect(rgb, settings.face_index, source)
         with _timed(timings, "regress"):
             progress.stage("regress")
             coarse, target = self.fit_landmarks(detection, rgb.shape[1], rgb.shape[0], settings.regression)
         params, metrics = coarse, {}
-        if settings.refinement.iterations > 0:
+        if not detection.is_dense:
+            warnings.append("Only the eyes, nose, mouth and ears were found (a strong profile?): the head "
+                            "is a coarse fit to those points, without photometric refinement.")
+        elif settings.refinement.iterations > 0:
             with _timed(timings, "refine"):
                 refined = refine(self.model, rgb, coarse, target, detection,
                                  self.surface_points(100), settings.refinement, settings.device, progress)
