@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from .errors import AssetError, DependencyError, FaceSelectionError, NoFaceError
+from .native_log import quiet_mediapipe
 
 # MediaPipe's own region of interest: a square 1.5 times the face box (BlazeFace's or the landmarks'),
 # rotated so the eyes are level. SCRFD boxes are ~1.2 times larger than BlazeFace's: 1.25 fitted most
@@ -155,9 +156,17 @@ def _square_crop(rgb: np.ndarray, cx: float, cy: float, side: float) -> tuple[np
     return crop, x0, y0, crop.shape[0] / n
 
 
+def _opened(*solutions) -> None:
+    """Wait until the graphs have opened their calculators, which they do on worker threads after
+    the constructor returns: their log lines then fall inside the caller's quiet window."""
+    for solution in solutions:
+        solution._graph.wait_until_idle()  # SolutionBase keeps its CalculatorGraph there
+
+
 class MediaPipeMesh:
     """The FaceMesh landmark network (478 points with ``refine_landmarks``, else 468) on a given box."""
 
+    @quiet_mediapipe.wrap
     def __init__(self, refine_landmarks: bool = True, min_presence: float = 0.5):
         _import_mediapipe()
         from mediapipe.framework.formats import rect_pb2
@@ -169,7 +178,9 @@ class MediaPipeMesh:
                                    calculator_params={_PRESENCE_PARAM: min_presence},
                                    outputs=["face_landmarks"])
         self._lock = threading.Lock()
+        _opened(self._graph)
 
+    @quiet_mediapipe.wrap
     def fit(self, rgb: np.ndarray, box: np.ndarray, eyes: Optional[np.ndarray] = None,
             box_scale: float = _ROI_SCALE) -> Optional[tuple[np.ndarray, np.ndarray]]:
         """Landmarks (N, 2) and depth (N,) in image pixels for the face in ``box``; None when the
@@ -204,6 +215,7 @@ class MediaPipeMesh:
         # Normalised to the crop; z is normalised by the width like x.
         return np.array([(p.x, p.y, p.z) for p in lms.landmark], np.float64) * n
 
+    @quiet_mediapipe.wrap
     def close(self) -> None:
         with self._lock:
             if self._graph is not None:
@@ -262,6 +274,7 @@ class MediaPipeDetector:
     (the models ship in the mediapipe wheel). A group photo whose faces are all small is searched
     tile by tile, so its faces may take ~0.5 s to find on CPU."""
 
+    @quiet_mediapipe.wrap
     def __init__(self, max_faces: int = 5, min_confidence: float = 0.5, refine_landmarks: bool = True):
         mp = _import_mediapipe()
         self.max_faces = max_faces
@@ -271,7 +284,9 @@ class MediaPipeDetector:
         self.mesh = MediaPipeMesh(refine_landmarks)
         self._lock = threading.Lock()
         self._closed = False
+        _opened(self._short_range, self._full_range)
 
+    @quiet_mediapipe.wrap
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
         rgb = _check_rgb(rgb)
         found: list[FaceDetection] = []
@@ -283,6 +298,7 @@ class MediaPipeDetector:
                     break
         return _largest_first(found)
 
+    @quiet_mediapipe.wrap
     def proposals(self, rgb: np.ndarray) -> list[FaceDetection]:
         """BlazeFace boxes with its 6 keypoints (eyes, nose tip, mouth, ear tragions), not yet checked
         by the landmark network."""
@@ -307,6 +323,7 @@ class MediaPipeDetector:
                                      "blazeface"))
         return out
 
+    @quiet_mediapipe.wrap
     def close(self) -> None:
         with self._lock:
             if not self._closed:  # SolutionBase.close() raises when called twice

@@ -1,4 +1,5 @@
-"""python -m core reconstruct: good photos are done, bad ones reported, exit status says so."""
+"""python -m core reconstruct: good photos are done, bad ones reported, exit status says so,
+and nothing but Likeness's own output reaches the terminal."""
 
 import shutil
 import subprocess
@@ -24,6 +25,9 @@ def test_cli_batch_with_a_bad_file(tmp_path):
     written = sorted(p.name for p in (out / "good").iterdir())
     assert {"good.obj", "good.mtl", "good_albedo.png", "good_preview.png", "good_params.json"} <= set(written)
     assert not (out / "broken").exists()
+    # MediaPipe's native TensorFlow Lite / absl log lines are kept off the terminal (no bars either:
+    # stderr is not a terminal here)
+    assert result.stderr == ""
 
 
 def test_cli_usage_errors(tmp_path):
