@@ -1,7 +1,9 @@
 """Command line: ``python -m core reconstruct <files or folders> -o <dir>`` and ``python -m core demo``.
 
-Each photo is written to ``<out>/<photo name>/``; a failed photo is reported and skipped, the
-others are still done, and the exit status is 1 when any failed (2 for bad arguments).
+Each photo is written to ``<out>/<photo name>/``. ``--person FOLDER`` makes one head from all
+photos in the folder (``<out>/<folder name>/``), ``--people ROOT`` one head per subfolder of ROOT.
+A failed photo or person is reported and skipped, the others are still done, and the exit status
+is 1 when any failed (2 for bad arguments). Photos left out of a person are listed as warnings.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-glb", action="store_true", help="write OBJ only")
 
     rec = sub.add_parser("reconstruct", help="reconstruct heads from photos")
-    rec.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
+    rec.add_argument("inputs", nargs="*", type=Path, help="image files or folders of images: one head each")
+    rec.add_argument("--person", action="append", type=Path, default=[], metavar="FOLDER",
+                     help="a folder of photos of one person: one head from all of them (repeatable)")
+    rec.add_argument("--people", type=Path, metavar="ROOT",
+                     help="a folder with one subfolder of photos per person: one head per person")
     common(rec)
     demo = sub.add_parser("demo", help="reconstruct the built-in example photo (scikit-image's astronaut)")
     common(demo)
@@ -80,7 +86,9 @@ def _unique_dir(out: Path, name: str, used: set[str]) -> Path:
     return out / candidate
 
 
-def run(inputs: list, names: list[str], args: argparse.Namespace) -> int:
+def run(inputs: list, names: list[str], args: argparse.Namespace, people: int = 0) -> int:
+    """Reconstruct each input (a photo, or a list of one person's photos) into ``<out>/<name>/``;
+    the last ``people`` inputs are people, named after their folder."""
     from .pipeline import Pipeline, preset_settings
 
     settings = preset_settings(args.preset, device=args.device, face_index=args.face_index,
@@ -96,11 +104,14 @@ def run(inputs: list, names: list[str], args: argparse.Namespace) -> int:
         try:
             rec = pipeline.run(item, settings, progress)
             rec.source = rec.source or name  # arrays (the demo photo) are named by the caller
+            if i > len(inputs) - people:
+                rec.person = name
             folder = _unique_dir(args.output, Path(name).stem, used)
             written = rec.save(folder, formats=formats, progress=progress)
             bar.close()
             seconds = rec.timings.get("total", 0)
-            print(f"[{i}/{len(inputs)}] {name}: ok in {seconds:.1f} s -> {written[0].parent}")
+            used = f" from {len(rec.photos)} photo(s)" if isinstance(item, list) else ""
+            print(f"[{i}/{len(inputs)}] {name}: ok{used} in {seconds:.1f} s -> {written[0].parent}")
             for warning in rec.warnings:
                 print(f"    warning: {warning}")
         except KeyboardInterrupt:
@@ -113,7 +124,8 @@ def run(inputs: list, names: list[str], args: argparse.Namespace) -> int:
             print(f"[{i}/{len(inputs)}] {name}: FAILED: {exc}")
             failures.append((name, str(exc)))
     ok = len(inputs) - len(failures)
-    print(f"\n{ok} of {len(inputs)} photo(s) done in {time.perf_counter() - start:.1f} s, "
+    unit = "head(s)" if people else "photo(s)"
+    print(f"\n{ok} of {len(inputs)} {unit} done in {time.perf_counter() - start:.1f} s, "
           f"{len(failures)} failed; results in {args.output}")
     for name, reason in failures:
         print(f"  {name}: {reason}")
@@ -125,13 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run([example_photo()], ["astronaut"], args)
-        from .image_io import list_images
+        from .image_io import list_images, person_folders
 
         files = list_images(args.inputs)
+        folders = args.person + (person_folders(args.people) if args.people else [])
     except LikenessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not files:
+    if not files and not folders:
         print("error: no image files found in the given inputs", file=sys.stderr)
         return EXIT_USAGE
-    return run(files, [f.name for f in files], args)
+    people = [list_images(folder) for folder in folders]
+    return run(files + people, [f.name for f in files] + [f.name for f in folders], args, len(folders))

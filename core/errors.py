@@ -28,3 +28,7 @@ class DependencyError(LikenessError):
 
 class Cancelled(LikenessError):
     """The run was cancelled by the user; nothing was written."""
+
+
+class PhotoSetError(LikenessError):
+    """None of the photos given for one person could be used (each one's reason is listed)."""

@@ -25,7 +25,7 @@ from .errors import DependencyError, LikenessError
 from .face_model import FaceModel, triangulate
 from .params import Camera, FaceParams
 from .progress import Progress
-from .reconstruction import Reconstruction
+from .reconstruction import PhotoFit, Reconstruction
 
 FORMATS = ("obj", "glb")
 # 16-bit displacement PNG: value = DISPLACEMENT_MID_LEVEL + mm / DISPLACEMENT_UNIT_MM.
@@ -309,6 +309,9 @@ def reconstruction_summary(rec: Reconstruction, files: dict[str, str]) -> dict:
         "metrics": rec.metrics,
         "warnings": rec.warnings,
     }
+    if len(rec.photos) > 1 or rec.dropped:
+        summary["photos"] = [_photo_dict(photo, rec.model) for photo in rec.photos]
+        summary["dropped"] = [{"source": d.source, "reason": d.reason} for d in rec.dropped]
     if rec.detail is not None:
         summary["displacement"] = {
             "direction": "along the vertex normals, outwards positive; UV row 0 is v = 1",
@@ -319,6 +322,21 @@ def reconstruction_summary(rec: Reconstruction, files: dict[str, str]) -> dict:
                              (65535 - DISPLACEMENT_MID_LEVEL) * DISPLACEMENT_UNIT_MM],
         }
     return summary
+
+
+def _photo_dict(photo: PhotoFit, model: FaceModel) -> dict:
+    """One photo of a several-photo result: its own pose, expression, camera, light and fit."""
+    yaw, pitch, roll = photo.params.euler_degrees()
+    return {
+        "source": photo.source,
+        "image_size": [int(photo.image.shape[1]), int(photo.image.shape[0])],
+        "params": _params_dict(photo.params, model),
+        "euler_degrees": {"yaw": yaw, "pitch": pitch, "roll": roll},
+        "face_box": photo.face_box,
+        "landmarks68_2d": photo.landmarks68_2d,
+        "timings": photo.timings,
+        "metrics": photo.metrics,
+    }
 
 
 def _params_dict(params: FaceParams, model: FaceModel) -> dict:
@@ -363,8 +381,13 @@ def _jsonable(value):
 
 
 def preview_image(rec: Reconstruction, size: int = PREVIEW_SIZE) -> np.ndarray:
-    """(size, 3 * size, 3) uint8, side by side around the face: the photo | the photo with the
-    fitted mesh overlaid and the fitted model's 68 landmarks as dots | the mesh shaded alone."""
+    """(n * size, 3 * size, 3) uint8, one row per photo used, side by side around the face: the
+    photo | the photo with the fitted mesh overlaid and the fitted model's 68 landmarks as dots |
+    the mesh shaded alone."""
+    return np.concatenate([_preview_row(rec.model, view, size) for view in rec.photos or [rec]])
+
+
+def _preview_row(model: FaceModel, rec: Reconstruction | PhotoFit, size: int) -> np.ndarray:
     x0, y0, side = _preview_crop(rec)
     scale = size / side
     crop = Image.fromarray(rec.image).crop((x0, y0, x0 + side, y0 + side))  # zero-padded outside
@@ -373,7 +396,7 @@ def preview_image(rec: Reconstruction, size: int = PREVIEW_SIZE) -> np.ndarray:
     camera = Camera(cam.focal * scale, (cam.cx - x0) * scale, (cam.cy - y0) * scale, size, size)
     params = rec.params.copy()
     params.camera = camera
-    shade, mask = _shaded_mesh(rec.model, rec.vertices, params)
+    shade, mask = _shaded_mesh(model, rec.vertices, params)
 
     grey = np.array([220.0, 215.0, 210.0]) * (0.25 + 0.75 * shade[..., None])
     overlay = np.where(mask[..., None], 0.5 * photo + 0.5 * grey, photo)
@@ -387,7 +410,7 @@ def preview_image(rec: Reconstruction, size: int = PREVIEW_SIZE) -> np.ndarray:
     return np.concatenate([photo, np.asarray(overlay_img), np.clip(alone, 0, 255).astype(np.uint8)], axis=1)
 
 
-def _preview_crop(rec: Reconstruction) -> tuple[int, int, int]:
+def _preview_crop(rec: Reconstruction | PhotoFit) -> tuple[int, int, int]:
     """Square (x0, y0, side) around the face box, twice its size; the whole photo without one."""
     height, width = rec.image.shape[:2]
     bx0, by0, bx1, by1 = np.asarray(rec.face_box, float)

@@ -207,3 +207,11 @@ def list_images(paths: str | Path | Iterable[str | Path]) -> list[Path]:
         else:
             out.append(entry)
     return out
+
+
+def person_folders(root: str | Path) -> list[Path]:
+    """The subfolders of ``root`` (sorted, hidden ones skipped): one person's photos each."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ImageError(f"{root} is not a folder: give a folder with one subfolder of photos per person.")
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

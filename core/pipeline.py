@@ -1,4 +1,4 @@
-"""One photo -> Reconstruction: detect, regress, refine, texture, (detail).
+"""Photos of one person -> Reconstruction: detect, regress, refine, texture, (detail).
 
 ``reconstruct()`` is the public entry point; presets trade time for quality. Heavy shared
 objects (face model, correspondence, detectors) live in a ``Pipeline`` that callers may keep
@@ -8,7 +8,7 @@ for a batch of photos instead of a hidden module-level cache.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,20 +19,38 @@ import numpy as np
 from .correspondence import Correspondence, load_correspondence
 from .detail import DetailSettings, add_detail, clip_extractor
 from .detection import FaceDetection, MediaPipeMesh, detect_face, make_detector
-from .errors import LikenessError, NoFaceError
+from .errors import AssetError, Cancelled, LikenessError, NoFaceError, PhotoSetError
 from .face_model import FaceModel, load_face_model
+from .fusion import fuse, sharpness
+from .identity import FaceRecognitionNet, embed_photo, load_identity_net
 from .image_io import load_image
 from .params import Camera, FaceParams
 from .profile import fit_keypoints, keypoint_surface_points, profile_proposal
 from .progress import Progress
-from .reconstruction import Reconstruction
-from .refinement import RefinementSettings, refine
-from .regression import LandmarkTarget, RegressionSettings, initial_params, regress, surface_points_for
-from .texture import UVSurface, build_texture, uv_surface
+from .reconstruction import DroppedPhoto, PhotoFit, Reconstruction
+from .refinement import RefinementResult, RefinementSettings, View, refine_joint
+from .regression import (
+    LandmarkTarget,
+    RegressionSettings,
+    initial_params,
+    landmark_error,
+    regress,
+    regress_joint,
+    surface_points_for,
+)
+from .texture import TextureResult, UVSurface, complete, unwrap, uv_surface
 
 PRESET_NAMES = ("fast", "balanced", "quality")
 # MediaPipe outer eye corners (subject's right, subject's left): they set the initial depth.
 EYE_CORNERS = (33, 263)
+# A photo is another person when its landmark error with the others' identity exceeds its own
+# fit's by more than this (fraction of the face size) and by this factor over the typical photo.
+AGREEMENT_FLOOR = 0.01
+AGREEMENT_FACTOR = 3.0
+# Unit face-recognition descriptors of one person's photos lie within this distance of each other
+# (deepface set: same person <= 0.38, different people >= 0.40); more for turned heads.
+DESCRIPTOR_LIMIT = 0.42
+DESCRIPTOR_YAW_ALLOWANCE = 0.1
 
 
 @dataclass
@@ -89,9 +107,10 @@ class Pipeline:
         self.detector_backend = detector_backend
         self._detector = None
         self._mesh: MediaPipeMesh | None = None
-        self._points: dict[tuple[str, int], object] = {}
+        self._points: dict[int, object] = {}
         self._uv_surfaces: dict[int, UVSurface] = {}
         self._clip: tuple[tuple, object] | None = None
+        self._identity_net: FaceRecognitionNet | None = None
 
     @property
     def detector(self):
@@ -160,70 +179,244 @@ class Pipeline:
         init = initial_params(target, corners, camera)
         return regress(self.surface_points(settings.num_identity), target, camera, init, settings), target
 
-    def run(self, image, settings: Settings, progress: Progress | None = None) -> Reconstruction:
+    def run(self, images, settings: Settings, progress: Progress | None = None) -> Reconstruction:
+        """One head from one photo or a list of photos of the same person (paths or arrays).
+
+        With several photos, a photo that cannot be read, has no face, or disagrees with the
+        others (another person) is left out and listed in ``Reconstruction.dropped``; a single
+        photo's failure is raised as it is."""
         progress = progress or Progress()
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise PhotoSetError("No photos were given.")
         timings: dict[str, float] = {}
-        warnings: list[str] = []
         detail = DetailSettings.from_pipeline(settings) if settings.detail else None
         extractor = None
         if detail is not None and detail.clip_weight > 0:
             with _timed(timings, "clip_load"):
                 progress.stage("load CLIP")
                 extractor = self.clip_extractor(detail)  # before fitting: missing weights fail fast
-        with _timed(timings, "load"):
-            progress.stage("load")
-            loaded = load_image(image)
-            rgb = loaded.rgb
-            warnings.extend(loaded.notes)
-        with _timed(timings, "detect"):
-            progress.stage("detect")
-            source = Path(loaded.path).name if loaded.path else "the image"
-            detection = self.detect(rgb, settings.face_index, source)
+        photos, dropped = [], []
+        for i, item in enumerate(items):
+            try:
+                photos.append(self._observe(item, i, len(items), settings, progress, timings))
+            except LikenessError as exc:
+                if len(items) == 1 or isinstance(exc, Cancelled):
+                    raise
+                dropped.append(DroppedPhoto(_label(item, i), str(exc)))
+        warnings: list[str] = []
+        if len(photos) > 1:
+            with _timed(timings, "agree"):
+                progress.stage("agree")
+                photos, disagreeing = self._agreeing(photos, settings.regression, warnings)
+            dropped += disagreeing
+        if not photos:
+            reasons = "; ".join(f"{d.source}: {d.reason}" for d in dropped)
+            raise PhotoSetError(f"None of the {len(items)} photos could be used ({reasons}).")
         with _timed(timings, "regress"):
             progress.stage("regress")
-            coarse, target = self.fit_landmarks(detection, rgb.shape[1], rgb.shape[0], settings.regression)
-        params, metrics = coarse, {}
-        if not detection.is_dense:
-            warnings.append("Only the eyes, nose, mouth and ears were found (a strong profile?): the head "
-                            "is a coarse fit to those points, without photometric refinement.")
-        elif settings.refinement.iterations > 0:
+            coarse = self._joint_landmarks(photos, settings.regression)
+        fitted = [RefinementResult(c, {}) for c in coarse]
+        dense = [i for i, p in enumerate(photos) if p.detection.is_dense]  # refinement needs the skin
+        if settings.refinement.iterations > 0 and dense:
             with _timed(timings, "refine"):
-                refined = refine(self.model, rgb, coarse, target, detection,
-                                 self.surface_points(100), settings.refinement, settings.device, progress)
-                params, metrics = refined.params, refined.metrics
+                views = [View(photos[i].rgb, photos[i].target, photos[i].detection) for i in dense]
+                refined = refine_joint(self.model, views, [coarse[i] for i in dense],
+                                       self.surface_points(100), settings.refinement, settings.device,
+                                       progress)
+            identity = refined[0].params.identity
+            fitted = [RefinementResult(replace(c, identity=identity.copy()), {}) for c in coarse]
+            for i, result in zip(dense, refined):
+                fitted[i] = result
         with _timed(timings, "texture"):
             progress.stage("texture")
-            size = settings.texture_size
-            texture = build_texture(self.model, rgb, params, size, self.uv_surface(size))
+            texture = self._texture(photos, [f.params for f in fitted], settings.texture_size)
         progress.check()  # stages check at their start; this one has no steps of its own
-        vertices = self.model.vertices(params.identity, params.expression)
-        rec = Reconstruction(
-            image=rgb,
-            model=self.model,
-            params=params,
-            coarse_params=coarse,
-            vertices=vertices,
-            identity_vertices=self.model.vertices(params.identity),
-            albedo=texture.albedo,
-            albedo_visibility=texture.visibility,
-            landmarks68_2d=params.project(vertices[self.model.landmarks68]),
-            face_box=detection.box.copy(),
-            detected_landmarks=detection.landmarks.copy(),
-            source=str(loaded.path) if loaded.path else None,
-            timings=timings,
-            metrics=metrics,
-            warnings=warnings,
-        )
+        fits = [p.fit(self.model, c, f) for p, c, f in zip(photos, coarse, fitted)]
+        rec = self._result(fits, dropped, texture, timings)
+        rec.warnings.extend(warnings)
         if detail is not None:
             with _timed(timings, "detail"):
-                add_detail(rec, detail, progress, warnings, extractor)
+                add_detail(rec, detail, progress, rec.warnings, extractor)
             progress.check()  # a cancel during the last detail steps and the bake
         timings["total"] = sum(timings.values())
         return rec
 
+    def _observe(self, item, index: int, count: int, settings: Settings, progress: Progress,
+                 timings: dict[str, float]) -> _Photo:
+        """Load and detect one photo, and fit its landmarks on its own."""
+        own: dict[str, float] = {}
+        with _timed(own, "load"):
+            progress.stage("load")
+            loaded = load_image(item)
+        with _timed(own, "detect"):
+            progress.stage("detect")
+            source = _label(loaded.path or item, index) if count > 1 or loaded.path else "the image"
+            detection = self.detect(loaded.rgb, settings.face_index, source)
+        with _timed(own, "regress"):
+            alone, target = self.fit_landmarks(detection, loaded.rgb.shape[1], loaded.rgb.shape[0],
+                                               settings.regression)
+        for key, seconds in own.items():
+            timings[key] = timings.get(key, 0.0) + seconds
+        path = str(loaded.path) if loaded.path else None
+        notes = list(loaded.notes)
+        if not detection.is_dense:
+            notes.append("Only the eyes, nose, mouth and ears were found (a strong profile?): the head "
+                         "is a coarse fit to those points, without photometric refinement.")
+        return _Photo(loaded.rgb, path, _label(loaded.path or item, index), detection, target, alone, own,
+                      notes)
+
+    def _joint_landmarks(self, photos: list[_Photo], settings: RegressionSettings,
+                         identity: np.ndarray | None = None) -> list[FaceParams]:
+        if len(photos) == 1 and identity is None:
+            return [photos[0].alone]
+        return regress_joint([self._points_of(p, settings) for p in photos], [p.target for p in photos],
+                             [p.alone for p in photos], settings, identity)
+
+    def _points_of(self, photo: _Photo, settings: RegressionSettings):
+        return self.surface_points(settings.num_identity, "mesh" if photo.detection.is_dense else "keypoints")
+
+    @property
+    def identity_net(self) -> FaceRecognitionNet:
+        """Face-recognition network, kept across runs; raises AssetError when unavailable."""
+        if self._identity_net is None:
+            self._identity_net = load_identity_net()
+        return self._identity_net
+
+    def _agreeing(self, photos: list[_Photo], settings: RegressionSettings,
+                  warnings: list[str]) -> tuple[list[_Photo], list[DroppedPhoto]]:
+        """Leave out, worst first, photos that do not show the same person as the others:
+        their face-recognition descriptor is far from the others' (median distance), or their
+        landmarks need an identity of their own (landmark error with the identity fitted on the
+        others, above the photo's own fit, far beyond the typical photo's)."""
+        descriptors = np.full((len(photos), 128), np.nan)  # NaN: not compared by face recognition
+        try:
+            for descriptor, photo in zip(descriptors, photos):
+                if photo.detection.is_dense:  # the chip needs the eye corners and nose
+                    descriptor[:] = embed_photo(self.identity_net, photo.rgb, photo.detection.landmarks)
+        except AssetError as exc:
+            warnings.append(f"Could not check by face recognition that the photos show one person ({exc}); "
+                            "only their landmark fits were compared.")
+        kept, dropped = list(range(len(photos))), []
+        while len(kept) > 1:
+            distance = np.linalg.norm(descriptors[kept][:, None] - descriptors[kept][None], axis=-1)
+            excess = self._identity_excess([photos[i] for i in kept], settings)
+            excess_limit = max(AGREEMENT_FLOOR, AGREEMENT_FACTOR * float(np.median(excess)))
+            scores = []
+            for j, i in enumerate(kept):
+                photo = photos[i]
+                others = np.delete(distance[j], j)
+                others = others[np.isfinite(others)]
+                photo.metrics["descriptor_distance"] = float(np.median(others)) if len(others) else 0.0
+                photo.metrics["identity_excess"] = float(excess[j])
+                scores.append(max(photo.metrics["descriptor_distance"] / _descriptor_limit(photo),
+                                  excess[j] / excess_limit))
+            worst = len(scores) - 1 - int(np.argmax(scores[::-1]))  # ties: the later photo goes
+            if scores[worst] <= 1:
+                break
+            photo = photos[kept.pop(worst)]
+            dropped.append(DroppedPhoto(photo.label, (
+                "it does not look like the same person as the other photos (face-recognition distance "
+                f"{photo.metrics['descriptor_distance']:.2f}, limit {_descriptor_limit(photo):.2f}; "
+                f"landmark error with their identity {100 * photo.metrics['identity_excess']:+.1f}% of "
+                f"the face size, limit {100 * excess_limit:.1f}%)")))
+        return [photos[i] for i in kept], dropped
+
+    def _identity_excess(self, photos: list[_Photo], settings: RegressionSettings) -> np.ndarray:
+        """Per photo: landmark error (face sizes) with the identity fitted on the other photos,
+        minus that of its own fit."""
+        excess = []
+        for i, photo in enumerate(photos):
+            points = self._points_of(photo, settings)
+            identity = self._joint_landmarks(photos[:i] + photos[i + 1:], settings)[0].identity
+            frozen = self._joint_landmarks([photo], settings, identity)[0]
+            excess.append(landmark_error(points, photo.target, frozen)
+                          - landmark_error(points, photo.target, photo.alone))
+        return np.asarray(excess)
+
+    def _texture(self, photos: list[_Photo], params: list[FaceParams], size: int) -> TextureResult:
+        """Unwrap every photo, fuse the best-seen skin per texel, complete what none saw."""
+        surface = self.uv_surface(size)
+        views = [unwrap(self.model, p.rgb, q, surface) for p, q in zip(photos, params)]
+        fused, gains = fuse(views, [sharpness(p.rgb, p.detection.box) for p in photos])
+        for photo, gain in zip(photos, gains):
+            photo.metrics.update({f"colour_gain_{c}": float(g) for c, g in zip("rgb", gain)})
+        return TextureResult(complete(fused.albedo, fused.weight), fused.weight, fused.observed)
+
+    def _result(self, fits: list[PhotoFit], dropped: list[DroppedPhoto], texture: TextureResult,
+                timings: dict[str, float]) -> Reconstruction:
+        first = fits[0]
+        several = len(fits) + len(dropped) > 1
+        warnings = [f"{fit.source or f'photo {i + 1}'}: {w}" if several else w
+                    for i, fit in enumerate(fits) for w in fit.warnings]
+        warnings += [f"{d.source} was left out: {d.reason}" for d in dropped]
+        return Reconstruction(
+            image=first.image,
+            model=self.model,
+            params=first.params,
+            coarse_params=first.coarse_params,
+            vertices=first.vertices,
+            identity_vertices=self.model.vertices(first.params.identity),
+            albedo=texture.albedo,
+            albedo_visibility=texture.visibility,
+            landmarks68_2d=first.landmarks68_2d,
+            face_box=first.face_box,
+            detected_landmarks=first.detected_landmarks,
+            source=first.source,
+            timings=timings,
+            metrics=dict(first.metrics),
+            warnings=warnings,
+            photos=fits,
+            dropped=dropped,
+        )
+
+
+@dataclass
+class _Photo:
+    """A photo in flight: decoded, detected, its landmarks fitted on their own."""
+
+    rgb: np.ndarray
+    path: Optional[str]
+    label: str  # file name, or "photo N" for arrays
+    detection: FaceDetection
+    target: LandmarkTarget
+    alone: FaceParams  # landmark fit with this photo's own identity
+    timings: dict[str, float]
+    warnings: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def fit(self, model: FaceModel, coarse: FaceParams, refined: RefinementResult) -> PhotoFit:
+        params = refined.params
+        vertices = model.vertices(params.identity, params.expression)
+        return PhotoFit(
+            image=self.rgb,
+            params=params,
+            coarse_params=coarse,
+            vertices=vertices,
+            landmarks68_2d=params.project(vertices[model.landmarks68]),
+            face_box=self.detection.box.copy(),
+            detected_landmarks=self.detection.landmarks.copy(),
+            source=self.path,
+            metrics=refined.metrics | self.metrics,
+            timings=self.timings,
+            warnings=self.warnings,
+        )
+
+
+def _descriptor_limit(photo: _Photo) -> float:
+    """Largest face-recognition distance to the other photos for the same person: dlib's
+    descriptor drifts with yaw, so turned heads (welcome views) get more room."""
+    yaw = abs(photo.alone.euler_degrees()[0])
+    return DESCRIPTOR_LIMIT + DESCRIPTOR_YAW_ALLOWANCE * float(np.clip((yaw - 30) / 30, 0, 1))
+
+
+def _label(item, index: int) -> str:
+    """How a photo is named in messages: its file name, or its position for arrays."""
+    return Path(item).name if isinstance(item, (str, Path)) else f"photo {index + 1}"
+
 
 def reconstruct(
-    image: str | Path | np.ndarray,
+    images: str | Path | np.ndarray | Sequence[str | Path | np.ndarray],
     preset: str = "balanced",
     device: str = "auto",
     face_index: int | None = None,
@@ -231,11 +424,14 @@ def reconstruct(
     settings: Settings | None = None,
     pipeline: Pipeline | None = None,
 ) -> Reconstruction:
-    """Reconstruct a textured ICT-FaceKit head from one photo (a path or an RGB array).
+    """Reconstruct a textured ICT-FaceKit head from one photo or several photos of one person
+    (paths or RGB arrays). Several photos share one identity, albedo and detail; each keeps its
+    own pose, expression, camera and light in ``Reconstruction.photos``; photos that cannot be
+    used are listed in ``Reconstruction.dropped`` with the reason.
 
     ``face_index`` picks a face when there are several (largest first); None takes the largest.
-    Pass a ``Pipeline`` to reuse the loaded model and detector across many photos.
+    Pass a ``Pipeline`` to reuse the loaded model and detector across many photos or people.
     """
     settings = settings or preset_settings(preset, device=device, face_index=face_index)
     pipeline = pipeline or Pipeline(detector_backend=settings.detector)
-    return pipeline.run(image, settings, progress)
+    return pipeline.run(images, settings, progress)

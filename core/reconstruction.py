@@ -1,4 +1,5 @@
-"""The result of one reconstruction: everything the files, the preview and Blender need."""
+"""The result of a reconstruction from one or several photos of a person: everything the files,
+the preview and Blender need."""
 
 from __future__ import annotations
 
@@ -25,8 +26,39 @@ class DetailMaps:
 
 
 @dataclass
+class PhotoFit:
+    """What is each photo's own in a reconstruction: pose, expression, camera and light
+    (``params``; its identity is the shared one), landmarks and fit diagnostics."""
+
+    image: np.ndarray  # (H, W, 3) uint8 as decoded
+    params: FaceParams  # refined: shared identity, this photo's expression, pose, camera, light
+    coarse_params: FaceParams  # from landmark regression
+    vertices: np.ndarray  # (V, 3) float32 identity + this photo's expression, metres
+    landmarks68_2d: np.ndarray  # (68, 2) fitted model landmarks, this photo's pixels
+    face_box: np.ndarray  # (4,) detected face box
+    detected_landmarks: Optional[np.ndarray] = None  # (478, 2) MediaPipe landmarks
+    source: Optional[str] = None  # path, or the caller's label for an array
+    metrics: dict[str, float] = field(default_factory=dict)  # refinement and agreement diagnostics
+    timings: dict[str, float] = field(default_factory=dict)  # seconds for this photo's own stages
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DroppedPhoto:
+    """A photo given for the person but not used, and why (shown to the user as it is)."""
+
+    source: str
+    reason: str
+
+
+@dataclass
 class Reconstruction:
-    """A fitted, textured ICT-FaceKit head for one photo.
+    """A fitted, textured ICT-FaceKit head from one or several photos of one person.
+
+    Identity, albedo and detail belong to the person; ``photos`` holds one ``PhotoFit`` per
+    photo used (in the order given), ``dropped`` the photos left out with the reason. The
+    single-photo fields (``image``, ``params``, ``vertices``, ``landmarks68_2d`` ...) describe
+    the first photo used, ``photos[0]``, so one-photo callers read the result as before.
 
     Geometry is in model space (metres, y up, z towards the viewer); ``params`` maps it into
     the photo. Images and UV textures are ``uint8`` RGB with row 0 at the top; UV row 0 is v = 1.
@@ -50,6 +82,9 @@ class Reconstruction:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     metrics: dict[str, float] = field(default_factory=dict)  # fit diagnostics
     warnings: list[str] = field(default_factory=list)
+    person: Optional[str] = None  # the person's name (e.g. their photo folder): names the files
+    photos: list[PhotoFit] = field(default_factory=list)  # every photo used; photos[0] is the one above
+    dropped: list[DroppedPhoto] = field(default_factory=list)
 
     @property
     def polygons(self) -> np.ndarray:
@@ -69,6 +104,8 @@ class Reconstruction:
 
     @property
     def name(self) -> str:
+        if self.person:
+            return self.person
         return Path(self.source).stem if self.source else "likeness_head"
 
     def save(self, out_dir: str | Path, formats: tuple[str, ...] = ("obj", "glb"),

@@ -59,6 +59,15 @@ class RefinementSettings:
 
 
 @dataclass
+class View:
+    """One photo to refine against: the image, its landmark targets and its detection."""
+
+    rgb: np.ndarray
+    target: LandmarkTarget
+    detection: FaceDetection
+
+
+@dataclass
 class RefinementResult:
     params: FaceParams
     metrics: dict[str, float]
@@ -137,12 +146,14 @@ def _rotation(rot: torch.Tensor) -> torch.Tensor:
 class _Objective:
     """The refinement energy for one photo, evaluated on a crop."""
 
-    def __init__(self, model: FaceModel, rgb: np.ndarray, target: LandmarkTarget, detection: FaceDetection,
-                 points: SurfacePoints, camera: Camera, settings: RefinementSettings, device: torch.device):
+    def __init__(self, skin: _SkinModel, view: View, points: SurfacePoints, camera: Camera,
+                 settings: RefinementSettings, device: torch.device, identity_share: float = 1.0):
         self.settings, self.device = settings, device
+        rgb, target, detection = view.rgb, view.target, view.detection
+        self.identity_share = identity_share  # the identity prior counts once across all photos
         self.crop = Crop.around(detection.box, settings.resolution)
         self.camera = self.crop.camera(camera)
-        self.skin = _SkinModel(model, device)
+        self.skin = skin
         self.photo = torch.from_numpy(self.crop.image(rgb).astype(np.float32) / 255).to(device)
         mask = skin_mask(self.crop.points(detection.landmarks), self.crop.size, self.crop.size, margin=0.02)
         held_out = holdout_checkerboard(self.crop.size) if settings.holdout else np.zeros_like(mask)
@@ -184,7 +195,8 @@ class _Objective:
         lm_res = (self.landmarks(rot, t, identity, expression) - self.lm_target) / self.lm_scale
         lm = (self.lm_weight * (lm_res ** 2).sum(-1)).mean()
         n = len(self.lm_weight)
-        prior = ((s.identity_weight * identity) ** 2).sum() + ((s.expression_weight * expression) ** 2).sum()
+        prior = (self.identity_share * ((s.identity_weight * identity) ** 2).sum()
+                 + ((s.expression_weight * expression) ** 2).sum())
         total = s.photometric_weight * photo + s.landmark_weight * lm + prior / n
         terms = {"photometric": photo.item(), "landmark": lm.item(), "prior": (prior / n).item()}
         if self.heldout_mask is not None:
@@ -192,8 +204,9 @@ class _Objective:
         return total, terms
 
 
-def _initial_albedo(obj: _Objective) -> torch.Tensor:
-    mean = obj.photo[obj.skin_mask].mean(0) if obj.skin_mask.any() else obj.photo.new_full((3,), 0.5)
+def _initial_albedo(objs: list[_Objective]) -> torch.Tensor:
+    skin = [obj.photo[obj.skin_mask] for obj in objs if obj.skin_mask.any()]
+    mean = torch.cat(skin).mean(0) if skin else objs[0].photo.new_full((3,), 0.5)
     return mean.expand(*ALBEDO_SHAPE, 3).clone()
 
 
@@ -201,55 +214,83 @@ def refine(model: FaceModel, rgb: np.ndarray, coarse: FaceParams, target: Landma
            detection: FaceDetection, points: SurfacePoints, settings: RefinementSettings,
            device: str = "auto", progress: Progress | None = None) -> RefinementResult:
     """Refine ``coarse`` parameters against the photo; returns the lowest-energy state seen."""
+    view = View(rgb, target, detection)
+    return refine_joint(model, [view], [coarse], points, settings, device, progress)[0]
+
+
+def refine_joint(model: FaceModel, views: list[View], coarse: list[FaceParams], points: SurfacePoints,
+                 settings: RefinementSettings, device: str = "auto", progress: Progress | None = None,
+                 fixed_identity: bool = False) -> list[RefinementResult]:
+    """Refine several photos of one face together: one identity (and coarse skin albedo) shared
+    by all, pose, expression and light per photo. ``coarse`` must share its identity; with
+    ``fixed_identity`` it stays as given. Returns one result per photo (lowest joint energy seen)."""
     dev = select_device(device)
     with cpu_threads(1, dev):
-        return _refine(model, rgb, coarse, target, detection, points, settings, dev, progress or Progress())
+        return _refine(model, views, coarse, points, settings, dev, progress or Progress(), fixed_identity)
 
 
-def _refine(model: FaceModel, rgb: np.ndarray, coarse: FaceParams, target: LandmarkTarget,
-            detection: FaceDetection, points: SurfacePoints, settings: RefinementSettings,
-            dev: torch.device, progress: Progress) -> RefinementResult:
-    obj = _Objective(model, rgb, target, detection, points, coarse.camera, settings, dev)
+def _refine(model: FaceModel, views: list[View], coarse: list[FaceParams], points: SurfacePoints,
+            settings: RefinementSettings, dev: torch.device, progress: Progress,
+            fixed_identity: bool) -> list[RefinementResult]:
+    skin = _SkinModel(model, dev)
+    objs = [_Objective(skin, view, points, c.camera, settings, dev, 1 / len(views))
+            for view, c in zip(views, coarse)]
 
     def param(a, free: bool = True) -> torch.Tensor:
         return torch.tensor(np.asarray(a), dtype=torch.float32, device=dev, requires_grad=free)
 
     geometry = settings.optimise_geometry
-    rot, t = param(coarse.rotation, geometry), param(coarse.translation, geometry)
-    identity, expression = param(coarse.identity, geometry), param(coarse.expression, geometry)
-    sh = param(ambient_sh(1.0))
-    albedo = _initial_albedo(obj).requires_grad_(True)
-    groups = [{"params": [sh, albedo], "lr": settings.lr_light}]
-    if settings.optimise_geometry:
+    identity = param(coarse[0].identity, geometry and not fixed_identity)
+    rots = [param(c.rotation, geometry) for c in coarse]
+    ts = [param(c.translation, geometry) for c in coarse]
+    expressions = [param(c.expression, geometry) for c in coarse]
+    shs = [param(ambient_sh(1.0)) for _ in coarse]
+    albedo = _initial_albedo(objs).requires_grad_(True)
+    groups = [{"params": [*shs, albedo], "lr": settings.lr_light}]
+    if geometry:
         groups += [
-            {"params": [rot], "lr": settings.lr_pose},
-            {"params": [t], "lr": settings.lr_translation},
-            {"params": [identity, expression], "lr": settings.lr_shape},
+            {"params": rots, "lr": settings.lr_pose},
+            {"params": ts, "lr": settings.lr_translation},
+            {"params": expressions + ([] if fixed_identity else [identity]), "lr": settings.lr_shape},
         ]
     opt = torch.optim.Adam(groups)
-    variables = (rot, t, identity, expression, sh, albedo)
+    variables = [identity, albedo, *rots, *ts, *expressions, *shs]
+    n = len(objs)
+
+    def energy(values: list[torch.Tensor]) -> tuple[torch.Tensor, list[dict[str, float]]]:
+        ident, alb = values[:2]
+        per = [values[2 + i::n][:4] for i in range(n)]  # rot, t, expression, sh of photo i
+        results = [obj.energy(rot, t, ident, exp, sh, alb) for obj, (rot, t, exp, sh) in zip(objs, per)]
+        return sum(e for e, _ in results), [terms for _, terms in results]
+
     best, best_energy, first = None, float("inf"), None
     progress.stage("refine", settings.iterations)
     for _ in range(settings.iterations):
         opt.zero_grad()
-        energy, terms = obj.energy(*variables)
-        if not torch.isfinite(energy):
+        total, terms = energy(variables)
+        if not torch.isfinite(total):
             break  # diverged: keep the best state so far
         if first is None:
             first = terms
-        if energy.item() < best_energy:
-            best_energy, best = energy.item(), [v.detach().clone() for v in variables]
-        energy.backward()
+        if total.item() < best_energy:
+            best_energy, best = total.item(), [v.detach().clone() for v in variables]
+        total.backward()
         opt.step()
         with torch.no_grad():
-            expression.clamp_(0.0, 1.0)
+            for exp in expressions:
+                exp.clamp_(0.0, 1.0)
             albedo.clamp_(0.0, 1.0)
         progress.advance()
     if best is None:
-        return RefinementResult(coarse.copy(), {})
+        return [RefinementResult(c.copy(), {}) for c in coarse]
     with torch.no_grad():
-        _, final_terms = obj.energy(*best)
-    b_rot, b_t, b_id, b_exp, b_sh, _ = (v.cpu().double().numpy() for v in best)
-    params = FaceParams(b_id, b_exp, b_rot, b_t, coarse.camera, b_sh)
-    metrics = {f"{k}_before": v for k, v in first.items()} | {f"{k}_after": v for k, v in final_terms.items()}
-    return RefinementResult(params, metrics)
+        _, final_terms = energy(best)
+    values = [v.cpu().double().numpy() for v in best]
+    results = []
+    for i, c in enumerate(coarse):
+        rot, t, exp, sh = values[2 + i::n][:4]
+        params = FaceParams(values[0], exp, rot, t, c.camera, sh)
+        metrics = ({f"{k}_before": v for k, v in first[i].items()}
+                   | {f"{k}_after": v for k, v in final_terms[i].items()})
+        results.append(RefinementResult(params, metrics))
+    return results

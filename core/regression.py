@@ -10,7 +10,7 @@ on expressions kept inside [0, 1] by projection. Jacobians on a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -87,11 +87,12 @@ def _skew(v: np.ndarray) -> np.ndarray:
 
 
 class _Problem:
-    """Weighted reprojection residuals and their analytic Jacobian.
+    """Weighted reprojection residuals of one photo and their analytic Jacobian.
 
-    The state is (H, t, c): head rotation H (camera axes), translation t and the stacked
-    identity/expression coefficients c. Rotation steps are small left-multiplied rotations, so
-    the Jacobian w.r.t. a step delta at X = H M P + t is -[H M P]x.
+    The state of a photo is (H, t, e): head rotation H (camera axes), translation t and its
+    expression weights e; the identity coefficients may be shared with other photos. Rotation
+    steps are small left-multiplied rotations, so the Jacobian w.r.t. a step delta at
+    X = H M P + t is -[H M P]x.
     """
 
     def __init__(self, points: SurfacePoints, target: LandmarkTarget, camera: Camera,
@@ -102,10 +103,10 @@ class _Problem:
         self.basis = np.concatenate([points.identity.numpy(), points.expression.numpy()]).transpose(1, 2, 0)
         self.target = target.points
         self.scale = np.sqrt(target.weights) / (settings.landmark_sigma * target.face_size)
-        self.prior = np.concatenate([np.full(self.k, settings.identity_weight),
-                                     np.full(self.basis.shape[2] - self.k, settings.expression_weight)])
 
-    def evaluate(self, H: np.ndarray, t: np.ndarray, c: np.ndarray, rigid: bool, jacobian: bool = True):
+    def evaluate(self, H: np.ndarray, t: np.ndarray, c: np.ndarray, jacobian: bool = True):
+        """Landmark residuals (2N,) and, with ``jacobian``, their derivative by
+        (rotation step, t, c): (2N, 6 + len(c))."""
         R = H @ MODEL_TO_CAMERA
         model_pts = self.base + self.basis @ c
         rotated = model_pts @ R.T
@@ -113,8 +114,6 @@ class _Problem:
         f, z = self.camera.focal, X[:, 2]
         uv = f * X[:, :2] / z[:, None] + [self.camera.cx, self.camera.cy]
         r = ((uv - self.target) * self.scale[:, None]).reshape(-1)
-        if not rigid:
-            r = np.concatenate([r, self.prior * c])
         if not jacobian:
             return r, None
         # d(uv)/dX: f/z [[1, 0, -x/z], [0, 1, -y/z]], scaled per point
@@ -122,56 +121,142 @@ class _Problem:
         dpi[:, 0, 0] = dpi[:, 1, 1] = f / z
         dpi[:, :, 2] = -f * X[:, :2] / z[:, None] ** 2
         dpi *= self.scale[:, None, None]
-        blocks = [dpi @ -_skew(rotated), dpi]
-        if not rigid:
-            blocks.append(dpi @ (R @ self.basis))
-        J = np.concatenate(blocks, axis=2).reshape(len(X) * 2, -1)
-        if not rigid:
-            J = np.concatenate([J, np.hstack([np.zeros((len(c), 6)), np.diag(self.prior)])])
-        return r, J
+        J = np.concatenate([dpi @ -_skew(rotated), dpi, dpi @ (R @ self.basis)], axis=2)
+        return r, J.reshape(len(X) * 2, -1)
 
 
-def _gauss_newton(problem: _Problem, H: np.ndarray, t: np.ndarray, c: np.ndarray, iterations: int,
-                  rigid: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Levenberg-Marquardt; in the rigid phase only rotation and translation move."""
+@dataclass
+class _State:
+    """Per photo rotation, translation and expression; one identity shared by all photos."""
+
+    H: list[np.ndarray]
+    t: list[np.ndarray]
+    expression: list[np.ndarray]
+    identity: np.ndarray  # (k,)
+
+
+class _Joint:
+    """Residuals and Jacobian of several photos of one face: the identity columns are shared,
+    the pose (and, unless rigid, expression) columns are per photo; Gaussian priors on identity
+    (once) and expression (per photo)."""
+
+    def __init__(self, problems: list[_Problem], settings: RegressionSettings, rigid: bool,
+                 free_identity: bool):
+        self.problems, self.settings, self.rigid = problems, settings, rigid
+        self.free_identity = free_identity and not rigid
+        self.k = problems[0].k
+        self.n_exp = problems[0].basis.shape[2] - self.k
+        self.per_photo = 6 + (0 if rigid else self.n_exp)
+
+    @property
+    def size(self) -> int:
+        return len(self.problems) * self.per_photo + (self.k if self.free_identity else 0)
+
+    def evaluate(self, s: _State, jacobian: bool = True):
+        rows, blocks = [], []
+        id_col = len(self.problems) * self.per_photo
+        for i, (problem, H, t, e) in enumerate(zip(self.problems, s.H, s.t, s.expression)):
+            r, J = problem.evaluate(H, t, np.concatenate([s.identity, e]), jacobian)
+            rows.append(r)
+            if not self.rigid:
+                rows.append(self.settings.expression_weight * e)
+            if jacobian:
+                block = np.zeros((len(r), self.size))
+                block[:, i * self.per_photo: i * self.per_photo + 6] = J[:, :6]
+                if not self.rigid:
+                    block[:, i * self.per_photo + 6: (i + 1) * self.per_photo] = J[:, 6 + self.k:]
+                if self.free_identity:
+                    block[:, id_col:] = J[:, 6: 6 + self.k]
+                blocks.append(block)
+                if not self.rigid:
+                    prior = np.zeros((self.n_exp, self.size))
+                    cols = np.arange(self.n_exp) + i * self.per_photo + 6
+                    prior[np.arange(self.n_exp), cols] = self.settings.expression_weight
+                    blocks.append(prior)
+        if self.free_identity:
+            rows.append(self.settings.identity_weight * s.identity)
+            if jacobian:
+                prior = np.zeros((self.k, self.size))
+                prior[:, id_col:] = np.eye(self.k) * self.settings.identity_weight
+                blocks.append(prior)
+        return np.concatenate(rows), (np.concatenate(blocks) if jacobian else None)
+
+    def step(self, s: _State, delta: np.ndarray) -> _State:
+        H, t, expression = [], [], []
+        for i in range(len(self.problems)):
+            d = delta[i * self.per_photo: (i + 1) * self.per_photo]
+            H.append(rotation_matrix(d[:3]) @ s.H[i])
+            t.append(s.t[i] + d[3:6])
+            e = s.expression[i] if self.rigid else np.clip(s.expression[i] + d[6:], 0.0, 1.0)
+            expression.append(e)
+        identity = s.identity
+        if self.free_identity:
+            identity = identity + delta[len(self.problems) * self.per_photo:]
+        return _State(H, t, expression, identity)
+
+
+def _gauss_newton(problem: _Joint, s: _State, iterations: int) -> _State:
+    """Levenberg-Marquardt over the joint state."""
     lam = 1e-3
-    r, J = problem.evaluate(H, t, c, rigid)
+    r, J = problem.evaluate(s)
     cost = float(r @ r)
     for _ in range(iterations):
         JtJ, Jtr = J.T @ J, J.T @ r
         for _ in range(8):  # raise damping until the step lowers the cost
-            step = np.linalg.solve(JtJ + lam * np.diag(np.diag(JtJ) + 1e-9), -Jtr)
-            H_new = rotation_matrix(step[:3]) @ H
-            t_new = t + step[3:6]
-            c_new = c if rigid else c + step[6:]
-            if not rigid:
-                c_new[problem.k:] = np.clip(c_new[problem.k:], 0.0, 1.0)
-            r_new, _ = problem.evaluate(H_new, t_new, c_new, rigid, jacobian=False)
+            delta = np.linalg.solve(JtJ + lam * np.diag(np.diag(JtJ) + 1e-9), -Jtr)
+            candidate = problem.step(s, delta)
+            r_new, _ = problem.evaluate(candidate, jacobian=False)
             new_cost = float(r_new @ r_new)
             if new_cost < cost:
                 improvement = (cost - new_cost) / cost
-                H, t, c, cost, lam = H_new, t_new, c_new, new_cost, max(lam / 3, 1e-7)
+                s, cost, lam = candidate, new_cost, max(lam / 3, 1e-7)
                 break
             lam *= 4
         else:
             break  # no step helps: converged
         if improvement < 1e-6:
             break
-        r, J = problem.evaluate(H, t, c, rigid)
-    return H, t, c
+        r, J = problem.evaluate(s)
+    return s
+
+
+def regress_joint(points: list[SurfacePoints], targets: list[LandmarkTarget], inits: list[FaceParams],
+                  settings: RegressionSettings | None = None,
+                  identity: np.ndarray | None = None) -> list[FaceParams]:
+    """Fit one identity and per-photo pose, translation and expression to the landmarks of
+    several photos of one face (per photo: the surface points its targets belong to, and the
+    camera of its init). With ``identity`` given, it is kept fixed and only the per-photo
+    parameters move (a new photo of an already fitted person)."""
+    settings = settings or RegressionSettings()
+    problems = [_Problem(pts, target, init.camera, settings)
+                for pts, target, init in zip(points, targets, inits)]
+    k = problems[0].k
+    fixed = identity is not None
+    start = np.asarray(identity if fixed else np.mean([p.identity for p in inits], 0), np.float64)[:k]
+    s = _State([rotation_matrix(p.rotation) for p in inits],
+               [p.translation.astype(np.float64) for p in inits],
+               [p.expression.astype(np.float64) for p in inits], start)
+    s = _gauss_newton(_Joint(problems, settings, True, free_identity=False), s, 10)
+    s = _gauss_newton(_Joint(problems, settings, False, free_identity=not fixed), s, settings.iterations)
+    full = np.zeros(100)
+    full[:k] = s.identity
+    if fixed:
+        full[k:] = np.asarray(identity)[k:]
+    return [FaceParams(full.copy(), e.copy(), Rotation.from_matrix(H).as_rotvec(), t, init.camera,
+                       init.sh.copy()) for H, t, e, init in zip(s.H, s.t, s.expression, inits)]
 
 
 def regress(points: SurfacePoints, target: LandmarkTarget, camera: Camera, init: FaceParams,
             settings: RegressionSettings | None = None) -> FaceParams:
-    """Fit pose, translation, identity and expression to the landmark targets."""
-    settings = settings or RegressionSettings()
-    problem = _Problem(points, target, camera, settings)
-    k = problem.k
-    H, t = rotation_matrix(init.rotation), init.translation.astype(np.float64)
-    c = np.concatenate([init.identity[:k], init.expression]).astype(np.float64)
-    H, t, c = _gauss_newton(problem, H, t, c, 10, rigid=True)
-    H, t, c = _gauss_newton(problem, H, t, c, settings.iterations, rigid=False)
-    identity = np.zeros(100)
-    identity[:k] = c[:k]
-    rotation = Rotation.from_matrix(H).as_rotvec()
-    return FaceParams(identity, c[k:].copy(), rotation, t, camera, init.sh.copy())
+    """Fit pose, translation, identity and expression to the landmark targets of one photo."""
+    return regress_joint([points], [target], [replace(init, camera=camera)], settings)[0]
+
+
+def landmark_error(points: SurfacePoints, target: LandmarkTarget, params: FaceParams) -> float:
+    """RMS distance of the fitted surface points to their weighted targets, in face sizes."""
+    k = points.identity.shape[0]
+    with torch.no_grad():
+        model_pts = points(torch.from_numpy(params.identity[:k]), torch.from_numpy(params.expression)).numpy()
+    err = np.linalg.norm(params.project(model_pts) - target.points, axis=1)
+    w = target.weights
+    return float(np.sqrt((w * err ** 2).sum() / max(w.sum(), 1e-9)) / target.face_size)

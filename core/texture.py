@@ -126,11 +126,19 @@ def fit_sh(colors: np.ndarray, normals: np.ndarray, weights: np.ndarray) -> np.n
     return sh
 
 
-def build_texture(model: FaceModel, rgb: np.ndarray, params: FaceParams, size: int,
-                  surface: UVSurface | None = None) -> TextureResult:
-    """De-lit skin-atlas albedo (size, 2*size) for fitted ``params`` on photo ``rgb``; pass the
-    ``uv_surface`` of this model and size to reuse it across photos."""
-    surface = surface or uv_surface(model, size)
+@dataclass
+class Unwrap:
+    """One photo's view of the skin atlas, before completion: what a fusion of several photos
+    combines per texel."""
+
+    albedo: np.ndarray  # (S, 2S, 3) float32 de-lit colour, 0 where unseen
+    weight: np.ndarray  # (S, 2S) float32 trust in [0, 1]: in front, facing the camera, in the photo
+    observed: np.ndarray  # (S, 2S, 3) float32 photo colours before de-lighting (0 where unseen)
+    pixels_per_metre: np.ndarray  # (S, 2S) float32 photo resolution at the texel (focal / depth)
+
+
+def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSurface) -> Unwrap:
+    """Project the skin atlas of fitted ``params`` into photo ``rgb`` and divide out the light."""
     verts = model.vertices(params.identity, params.expression).astype(np.float64)
     verts_cam = params.to_camera(verts)
     normals = vertex_normals(torch.from_numpy(verts_cam), torch.from_numpy(surface.faces)).numpy()
@@ -148,13 +156,26 @@ def build_texture(model: FaceModel, rgb: np.ndarray, params: FaceParams, size: i
         sh = fit_sh(observed[seen].astype(np.float64), texel_normal[seen], visibility[seen])
     shading = shade(torch.from_numpy(texel_normal), torch.from_numpy(sh)).numpy()
     albedo = observed / np.maximum(shading, MIN_SHADING)
+    density = params.camera.focal / np.maximum(texel_pos[..., 2], 1e-6) * seen
+    return Unwrap(albedo.astype(np.float32), visibility.astype(np.float32), observed.astype(np.float32),
+                  density.astype(np.float32))
 
-    # Symmetry first (the other side of the same face), then a smooth fill from all skin seen.
-    mirrored_vis = mirror_atlas(visibility)
-    gain = np.clip(mirrored_vis - visibility, 0, 1)
-    albedo = (albedo * visibility[..., None] + mirror_atlas(albedo) * gain[..., None]) / np.maximum(
-        visibility + gain, 1e-8)[..., None]
-    known = np.clip(visibility + gain, 0, 1).astype(np.float32)
+
+def complete(albedo: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """uint8 albedo with every texel filled: symmetry first (the other side of the same face),
+    then a smooth fill from all skin seen."""
+    mirrored = mirror_atlas(weight)
+    gain = np.clip(mirrored - weight, 0, 1)
+    albedo = (albedo * weight[..., None] + mirror_atlas(albedo) * gain[..., None]) / np.maximum(
+        weight + gain, 1e-8)[..., None]
+    known = np.clip(weight + gain, 0, 1).astype(np.float32)
     filled = push_pull_fill(albedo.astype(np.float32), known)
-    albedo8 = np.clip(filled * 255 + 0.5, 0, 255).astype(np.uint8)
-    return TextureResult(albedo8, visibility.astype(np.float32), observed.astype(np.float32))
+    return np.clip(filled * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def build_texture(model: FaceModel, rgb: np.ndarray, params: FaceParams, size: int,
+                  surface: UVSurface | None = None) -> TextureResult:
+    """De-lit skin-atlas albedo (size, 2*size) for fitted ``params`` on photo ``rgb``; pass the
+    ``uv_surface`` of this model and size to reuse it across photos."""
+    view = unwrap(model, rgb, params, surface or uv_surface(model, size))
+    return TextureResult(complete(view.albedo, view.weight), view.weight, view.observed)
