@@ -1,0 +1,49 @@
+"""Several photos of one person -> one head: shared identity, per-photo fits, dropped photos."""
+
+import numpy as np
+import pytest
+from conftest import face_photo
+
+from core.pipeline import preset_settings
+from core.reconstruction import PhotoFit
+
+PERSON = ("img13.jpg", "img14.jpg", "img15.jpg")  # deepface person01, three photos
+STRANGER = "img4.jpg"  # deepface person00
+
+
+@pytest.fixture(scope="module")
+def mixed(pipeline):
+    """One run over the person's three photos, another person's photo and a photo without a face."""
+    noise = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    photos = [face_photo(PERSON[0]), face_photo(STRANGER), noise, *map(face_photo, PERSON[1:])]
+    settings = preset_settings("fast", texture_size=256)
+    return pipeline.run(photos, settings)
+
+
+def test_one_identity_per_photo_fits(mixed):
+    rec = mixed
+    assert [p.source.rsplit("/", 1)[-1] for p in rec.photos] == list(PERSON)
+    assert all(isinstance(p, PhotoFit) for p in rec.photos)
+    # One identity, but each photo its own pose, expression and light.
+    for photo in rec.photos:
+        assert np.array_equal(photo.params.identity, rec.params.identity)
+        assert photo.params.sh.any() and photo.landmarks68_2d.shape == (68, 2)
+    assert not np.allclose(rec.photos[0].params.expression, rec.photos[2].params.expression)
+    assert rec.photos[0].params.rotation is rec.params.rotation  # the single-photo fields: photos[0]
+    # Each photo's fitted landmarks lie on its own detected face.
+    for photo in rec.photos:
+        x0, y0, x1, y1 = photo.face_box
+        pad = 0.15 * (x1 - x0)
+        lm = photo.landmarks68_2d
+        assert np.all((lm[:, 0] > x0 - pad) & (lm[:, 0] < x1 + pad))
+        assert np.all((lm[:, 1] > y0 - pad) & (lm[:, 1] < y1 + pad))
+    assert rec.albedo.shape == (256, 512, 3)
+    assert rec.albedo_visibility[:, :256].mean() > 0.3
+
+
+def test_another_person_and_a_faceless_photo_are_dropped_with_reasons(mixed):
+    reasons = {d.source: d.reason for d in mixed.dropped}
+    assert set(reasons) == {STRANGER, "photo 3"}
+    assert "same person" in reasons[STRANGER]
+    assert "face" in reasons["photo 3"].lower()
+    assert any(STRANGER in w and "left out" in w for w in mixed.warnings)
