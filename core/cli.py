@@ -110,8 +110,8 @@ def run(inputs: list, names: list[str], args: argparse.Namespace, people: int = 
             written = rec.save(folder, formats=formats, progress=progress)
             bar.close()
             seconds = rec.timings.get("total", 0)
-            used = f" from {len(rec.photos)} photo(s)" if isinstance(item, list) else ""
-            print(f"[{i}/{len(inputs)}] {name}: ok{used} in {seconds:.1f} s -> {written[0].parent}")
+            extra = f" from {len(rec.photos)} photo(s)" if isinstance(item, list) else ""
+            print(f"[{i}/{len(inputs)}] {name}: ok{extra} in {seconds:.1f} s -> {written[0].parent}")
             for warning in rec.warnings:
                 print(f"    warning: {warning}")
         except KeyboardInterrupt:

@@ -3,7 +3,10 @@
     blender --background --python scripts/likeness_batch.py -- --input PHOTOS... --output DIR
     python scripts/likeness_batch.py --input PHOTOS... --output DIR      (with the bpy module)
 
-``--input`` takes image files and folders (searched recursively). Each photo is written to
+``--input`` takes image files and folders (searched recursively): one head per photo.
+``--person FOLDER`` (repeatable) makes one head from all photos in the folder, ``--people ROOT``
+one head per subfolder of ROOT (one person each); a person is written to ``DIR/<folder name>/``
+and photos left out of it (no face, another person) are listed. Each photo is written to
 ``DIR/<photo name>/``: ``<name>.blend`` with the head built exactly as the add-on's Reconstruct
 button builds it (textures packed into the file), and the core files (``rec.save``). A failed
 photo is reported and skipped; the exit status is 1 when any failed, 2 for bad arguments.
@@ -36,7 +39,11 @@ def load_extension():
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="likeness_batch.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", nargs="+", type=Path, required=True, help="image files or folders")
+    parser.add_argument("--input", nargs="+", type=Path, default=[], help="image files or folders")
+    parser.add_argument("--person", action="append", type=Path, default=[], metavar="FOLDER",
+                        help="a folder of photos of one person: one head from all of them (repeatable)")
+    parser.add_argument("--people", type=Path, metavar="ROOT",
+                        help="a folder with one subfolder of photos per person: one head per person")
     parser.add_argument("--output", type=Path, required=True, help="output folder")
     parser.add_argument("--preset", choices=("fast", "balanced", "quality"), default="fast")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -85,11 +92,18 @@ def run(args: argparse.Namespace) -> int:
         stage_printer,
     )
     from likeness.core.errors import LikenessError
-    from likeness.core.image_io import list_images
+    from likeness.core.image_io import list_images, person_folders
     from likeness.core.progress import Progress
 
-    photos = list_images(args.input)
-    if not photos:
+    try:
+        folders = args.person + (person_folders(args.people) if args.people else [])
+    except LikenessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # (label, output name, what to reconstruct): a photo path, or a person's list of photo paths
+    jobs = [(photo.name, photo.stem, str(photo)) for photo in list_images(args.input)]
+    jobs += [(folder.name, folder.name, [str(p) for p in list_images(folder)]) for folder in folders]
+    if not jobs:
         print("error: no image files found in the given inputs", file=sys.stderr)
         return EXIT_USAGE
     options = ReconstructOptions(preset=args.preset, device=args.device, face_index=args.face_index)
@@ -101,22 +115,26 @@ def run(args: argparse.Namespace) -> int:
     failures: list[tuple[str, str]] = []
     used: set[str] = set()
     start = time.perf_counter()
-    for i, photo in enumerate(photos, 1):
-        label = f"[{i}/{len(photos)}] {photo.name}"
-        name = _unique_name(photo.stem, used)
+    for i, (item_name, stem, item) in enumerate(jobs, 1):
+        label = f"[{i}/{len(jobs)}] {item_name}"
+        name = _unique_name(stem, used)
         try:
-            rec = run_reconstruction(str(photo), options, Progress(callback=stage_printer(label)), pipeline)
+            rec = run_reconstruction(item, options, Progress(callback=stage_printer(label)), pipeline)
+            if isinstance(item, list):
+                rec.person = name
             folder = args.output / name
             rec.save(folder)
             build_scene(rec, name, not args.no_camera)
             save_blend(folder / f"{name}.blend")
-            print(f"{label}: ok in {rec.timings.get('total', 0.0):.1f} s -> {folder}", flush=True)
+            extra = f" from {len(rec.photos)} photo(s)" if isinstance(item, list) else ""
+            print(f"{label}: ok{extra} in {rec.timings.get('total', 0.0):.1f} s -> {folder}", flush=True)
             for warning in rec.warnings:
                 print(f"    warning: {warning}")
         except Exception as exc:  # one bad photo must not stop the batch
             print(f"{label}: FAILED: {error_message(exc)}", flush=True)
-            failures.append((photo.name, error_message(exc)))
-    print(f"\n{len(photos) - len(failures)} of {len(photos)} photo(s) done in "
+            failures.append((item_name, error_message(exc)))
+    unit = "head(s)" if folders else "photo(s)"
+    print(f"\n{len(jobs) - len(failures)} of {len(jobs)} {unit} done in "
           f"{time.perf_counter() - start:.1f} s, {len(failures)} failed; results in {args.output}")
     for name, reason in failures:
         print(f"  {name}: {reason}")

@@ -1,8 +1,14 @@
 """Several photos of one person -> one head: shared identity, per-photo fits, dropped photos."""
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import face_photo
+from conftest import REPO, face_photo
 
 from core.pipeline import preset_settings
 from core.reconstruction import PhotoFit
@@ -47,3 +53,45 @@ def test_another_person_and_a_faceless_photo_are_dropped_with_reasons(mixed):
     assert "same person" in reasons[STRANGER]
     assert "face" in reasons["photo 3"].lower()
     assert any(STRANGER in w and "left out" in w for w in mixed.warnings)
+
+
+def _person_folder(root, name="zuck"):
+    folder = root / name
+    folder.mkdir(parents=True)
+    for photo in PERSON:
+        shutil.copy(face_photo(photo), folder / photo)
+    return folder
+
+
+def _photo_sources(params_json):
+    return sorted(Path(p["source"]).name for p in json.loads(params_json.read_text())["photos"])
+
+
+def test_cli_people_one_head_per_subfolder(tmp_path):
+    root = tmp_path / "people"
+    _person_folder(root)
+    (root / "nobody").mkdir()
+    (root / "nobody" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
+    args = ["--people", str(root), "-o", str(out), "--preset", "fast", "--no-glb"]
+    result = subprocess.run([sys.executable, "-m", "core", "reconstruct", *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1, result.stdout + result.stderr  # the person without a usable photo
+    assert "1 of 2 head(s) done" in result.stdout
+    assert "zuck: ok from 3 photo(s)" in result.stdout and "nobody: FAILED" in result.stdout
+    assert {"zuck.obj", "zuck_albedo.png", "zuck_preview.png"} <= {p.name for p in (out / "zuck").iterdir()}
+    assert _photo_sources(out / "zuck" / "zuck_params.json") == sorted(PERSON)
+    assert not (out / "nobody").exists()
+
+
+def test_batch_script_person(tmp_path):
+    pytest.importorskip("bpy")
+    person = _person_folder(tmp_path)
+    out = tmp_path / "out"
+    args = ["--person", str(person), "--output", str(out), "--preset", "fast", "--device", "cpu"]
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "likeness_batch.py"), *args],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "zuck: ok from 3 photo(s)" in result.stdout and "1 of 1 head(s) done" in result.stdout
+    assert (out / "zuck" / "zuck.blend").is_file()
+    assert _photo_sources(out / "zuck" / "zuck_params.json") == sorted(PERSON)
