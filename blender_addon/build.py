@@ -18,6 +18,8 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from ..core.progress import Progress
+
 # ICT model space (y up, z towards the viewer) -> Blender (z up, -y towards the viewer).
 MODEL_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], np.float32)
 # OpenCV camera axes (y down, z forward) -> Blender camera axes (y up, looking along -z).
@@ -369,28 +371,77 @@ def build_camera(rec, name: str) -> bpy.types.Object:
 
 
 def build_reconstruction(rec, collection: bpy.types.Collection, *, name: str | None = None,
-                         camera: bool = False) -> bpy.types.Object:
+                         camera: bool = False, progress: Progress | None = None) -> bpy.types.Object:
     """Create the head in ``collection`` with eyes, teeth and (optionally) the photo's camera as
-    its children, and return the head object. On failure nothing is left behind."""
+    its children, and return the head object. On failure, or when ``progress`` is cancelled
+    before the objects are linked, nothing is left behind."""
     name = name or rec.name
+    progress = progress or Progress()
     with _removed_on_failure():
+        progress.stage("build", 5)
         materials = _materials(rec, name)
+        progress.advance()
         head = _part_object(rec, name, HEAD_REGIONS, materials, all_keys=True)
+        progress.advance()
         objects = [head]
         for side, region in (("L", "eyeball_left"), ("R", "eyeball_right")):
             objects.append(_part_object(rec, f"{name}_eye.{side}", (region,), materials,
                                         origin=_eye_centre(rec, region)))
+        progress.advance()
         objects.append(_part_object(rec, f"{name}_teeth", TEETH_REGIONS, materials))
         for child in objects[1:]:
             child.parent = head
             if child.data.shape_keys is not None:
                 _drive_keys_from(child, head)
+        progress.advance()
         if camera:
             objects.append(build_camera(rec, f"{name}_camera"))
             objects[-1].parent = head  # moving the head keeps the photo match
+        progress.advance()  # the last chance to cancel: linking makes the objects part of the scene
         for obj in objects:
             collection.objects.link(obj)
     return head
+
+
+# Object types whose bounding box is not where they appear (or that have none to avoid).
+_NOT_OBSTACLES = {"CAMERA", "LIGHT", "EMPTY", "SPEAKER", "LIGHT_PROBE", "LIGHTPROBE"}
+PLACEMENT_GAP_M = 0.1
+
+
+def world_box(objects) -> np.ndarray:
+    """(2, 3) world-space min and max corner over the bounding boxes of ``objects``."""
+    corners = []
+    for obj in objects:
+        matrix = np.array(obj.matrix_world)
+        local = np.array([tuple(c) for c in obj.bound_box])
+        corners.append(local @ matrix[:3, :3].T + matrix[:3, 3])
+    points = np.concatenate(corners)
+    return np.stack([points.min(0), points.max(0)])
+
+
+def free_location(box: np.ndarray, obstacles: list[np.ndarray], start, gap: float = PLACEMENT_GAP_M):
+    """A location for an object whose bounding box is ``box`` (2, 3) at the origin: ``start``, or
+    further along +x until the box, ``gap`` apart, overlaps none of the ``obstacles`` (2, 3)."""
+    location = np.array(start, float)
+    for _ in range(len(obstacles) + 1):  # each step passes every box it hits, so this ends
+        low, high = box[0] + location - gap, box[1] + location + gap
+        hits = [o for o in obstacles if np.all(low < o[1]) and np.all(o[0] < high)]
+        if not hits:
+            break
+        location[0] = max(o[1][0] for o in hits) + gap - box[0][0]
+    return location
+
+
+def place_beside_objects(head: bpy.types.Object, scene: bpy.types.Scene, view_layer) -> None:
+    """Put the head (with its children) at the 3D cursor, moved along +x beside the visible
+    objects there instead of inside them (the default cube)."""
+    mine = {head, *head.children}
+    parts = [obj for obj in mine if obj.type == "MESH"]
+    obstacles = [world_box([obj]) for obj in view_layer.objects
+                 if obj not in mine and obj.type not in _NOT_OBSTACLES and obj.visible_get()]
+    view_layer.update()  # matrix_world of the new objects
+    box = world_box(parts) - np.array(head.matrix_world.translation)
+    head.location = tuple(free_location(box, obstacles, scene.cursor.location))
 
 
 def use_photo_camera(scene: bpy.types.Scene, head: bpy.types.Object, rec) -> None:

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -46,10 +47,11 @@ class Requirement:
         return self.name.lower() in OPTIONAL
 
 
-def read_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
-    """The pinned requirements (numpy excluded: Blender ships it and it must stay that one)."""
+def read_requirements(path: Path | None = None) -> list[Requirement]:
+    """The pinned requirements of ``path`` (default ``REQUIREMENTS``, read when called), numpy
+    excluded: Blender ships it and it must stay that one."""
     out = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in (path or REQUIREMENTS).read_text(encoding="utf-8").splitlines():
         line = raw.split("#", 1)[0].strip()
         match = _NAME.match(line)
         if match and match.group(1).lower() != "numpy":
@@ -122,7 +124,7 @@ def _run_one(command: list[str], progress: Progress, log, prefix: str) -> list[s
     env = dict(os.environ, PYTHONNOUSERSITE="1", PYTHONUNBUFFERED="1")
     try:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   errors="replace", env=env)
+                                   errors="replace", env=env, **_OWN_GROUP)
     except OSError as exc:
         raise DependencyError(f"Could not start pip ({exc}).") from exc
     lines: queue.Queue[str | None] = queue.Queue()
@@ -145,11 +147,29 @@ def _run_one(command: list[str], progress: Progress, log, prefix: str) -> list[s
             if line.strip():
                 progress.stage(prefix + line.strip()[:120])
     except Cancelled:
-        process.kill()
+        kill_tree(process)
         raise
     finally:
         process.wait()
     return None if process.returncode == 0 else errors
+
+
+# pip may run behind wrappers (pyenv shims, conda run) and starts build processes of its own: it
+# gets a process group (a console process group on Windows) so that a cancel stops all of them.
+_OWN_GROUP = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
+              else {"start_new_session": True})
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """Kill ``process`` and everything it started (started with ``_OWN_GROUP``)."""
+    if os.name == "nt":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
+    else:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the whole group is already gone
+            pass
+    process.kill()  # no-op when dead; covers a failed taskkill
 
 
 def _pump(stream, lines: queue.Queue) -> None:

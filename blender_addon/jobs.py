@@ -20,15 +20,19 @@ DEPENDENCY_HINT = "Open Preferences > Add-ons > Likeness and click Install Depen
 
 
 class BackgroundJob:
-    """``fn(progress)`` in a daemon thread; stage and fraction readable from any thread."""
+    """``fn(progress)`` in a daemon thread (or, with ``run_here``, in the caller's); stage and
+    fraction readable from any thread; ``callback`` also sees every progress report."""
 
-    def __init__(self, fn: Callable[[Progress], Any], name: str = "likeness"):
+    def __init__(self, fn: Callable[[Progress], Any], name: str = "likeness",
+                 callback: Callable[[str, int, int], None] | None = None):
         self._fn = fn
+        self._callback = callback
         self._lock = threading.Lock()
         self._stage, self._done, self._total = "starting", 0, 0
         self.progress = Progress(callback=self._on_progress)
         self.result: Any = None
         self.error: Optional[BaseException] = None
+        self._finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> BackgroundJob:
@@ -40,11 +44,10 @@ class BackgroundJob:
 
     @property
     def done(self) -> bool:
-        return self._thread.ident is not None and not self._thread.is_alive()
+        return self._finished.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return self.done
+        return self._finished.wait(timeout)
 
     def snapshot(self) -> tuple[str, float]:
         """(stage name, fraction of the stage done in [0, 1]; -1 when the stage has no total)."""
@@ -52,15 +55,23 @@ class BackgroundJob:
             stage, done, total = self._stage, self._done, self._total
         return stage, (min(done / total, 1.0) if total > 0 else -1.0)
 
+    def run_here(self) -> BackgroundJob:
+        self._run()
+        return self
+
     def _on_progress(self, stage: str, done: int, total: int) -> None:
         with self._lock:
             self._stage, self._done, self._total = stage, done, total
+        if self._callback is not None:
+            self._callback(stage, done, total)
 
     def _run(self) -> None:
         try:
             self.result = self._fn(self.progress)
         except BaseException as exc:  # reported to the main thread, which shows it to the user
             self.error = exc
+        finally:
+            self._finished.set()
 
 
 def stage_printer(label: str) -> Callable[[str, int, int], None]:
@@ -75,16 +86,24 @@ def stage_printer(label: str) -> Callable[[str, int, int], None]:
     return callback
 
 
-def error_message(exc: BaseException) -> str:
+def progress_text(stage: str, fraction: float) -> str:
+    """What the panel's progress bar reads: "Refine 42%" (the stage alone when it has no total)."""
+    name = stage[:1].upper() + stage[1:]
+    return f"{name} {round(100 * fraction)}%" if fraction >= 0 else name
+
+
+def error_message(exc: BaseException, dependency_hint: bool = True) -> str:
     """What the user reads for a failed job: our typed errors as they are, missing packages with
-    the way to install them, anything else with its type (it is a bug worth reporting)."""
+    the way to install them (``dependency_hint``: not for errors of the installer itself),
+    anything else with its type (it is a bug worth reporting)."""
+    hint = f" {DEPENDENCY_HINT}" if dependency_hint else ""
     if isinstance(exc, DependencyError):
-        return f"{exc} {DEPENDENCY_HINT}"
+        return f"{exc}{hint}"
     if isinstance(exc, LikenessError):
         return str(exc)
     if isinstance(exc, ImportError):
         name = getattr(exc, "name", None) or str(exc)
-        return f"The Python package '{name}' is missing. {DEPENDENCY_HINT}"
+        return f"The Python package '{name}' is missing.{hint}"
     return f"{type(exc).__name__}: {exc}"
 
 

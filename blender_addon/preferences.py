@@ -51,11 +51,11 @@ def model_status(context=None) -> tuple[bool, str]:
     return True, f"ICT-FaceKit head model: {path}"
 
 
-class LIKENESS_OT_install_dependencies(JobOperator, bpy.types.Operator):
-    """Install PyTorch, MediaPipe and the other Python packages Likeness needs (several GB)"""
+class InstallDependencies:
+    """The Task of Install Dependencies: pip into the extension's user folder."""
 
-    bl_idname = "likeness.install_dependencies"
-    bl_label = "Install Dependencies"
+    label = "Install Dependencies"
+    dependency_hint = False  # its own errors must not send the user back to this button
 
     def prepare(self, context):
         if not bpy.app.online_access:
@@ -73,22 +73,20 @@ class LIKENESS_OT_install_dependencies(JobOperator, bpy.types.Operator):
         log = target.parent / "install.log"
         return lambda progress: deps.run_pip(commands, progress, log)
 
-    def finish(self, context, result):
+    def finish(self, context, result, progress):
         deps.add_to_path(site_packages_dir())
         still = deps.missing(deps.read_requirements())
         if still:
             names = ", ".join(r.name for r in still)
-            self.report({"WARNING"}, f"Installed, but {names} cannot be found yet: restart Blender.")
-        else:
-            self.report({"INFO"}, "Likeness dependencies installed")
-        return {"FINISHED"}
+            return [("WARNING", f"Installed, but {names} cannot be found yet: restart Blender.")]
+        return [("INFO", "Likeness dependencies installed")]
 
 
-class LIKENESS_OT_download_face_model(JobOperator, bpy.types.Operator):
-    """Download the ICT-FaceKit head model (120 MB, MIT licence) and prepare it for fast loading"""
+class DownloadFaceModel:
+    """The Task of Download Face Model."""
 
-    bl_idname = "likeness.download_face_model"
-    bl_label = "Download Face Model"
+    label = "Download Face Model"
+    dependency_hint = True
 
     def prepare(self, context):
         options = options_from_preferences(context)
@@ -106,28 +104,66 @@ class LIKENESS_OT_download_face_model(JobOperator, bpy.types.Operator):
 
         return work
 
-    def finish(self, context, result):
-        self.report({"INFO"}, f"ICT-FaceKit head model ready: {result}")
-        return {"FINISHED"}
+    def finish(self, context, result, progress):
+        return [("INFO", f"ICT-FaceKit head model ready: {result}")]
+
+
+# No REGISTER in bl_options (Python's default): Repeat Last would run the job synchronously.
+class LIKENESS_OT_install_dependencies(JobOperator, bpy.types.Operator):
+    """Install PyTorch, MediaPipe and the other Python packages Likeness needs (several GB)"""
+
+    bl_idname = "likeness.install_dependencies"
+    bl_label = InstallDependencies.label
+    bl_options = set()
+    task_type = InstallDependencies
+
+
+class LIKENESS_OT_download_face_model(JobOperator, bpy.types.Operator):
+    """Download the ICT-FaceKit head model (120 MB, MIT licence) and prepare it for fast loading"""
+
+    bl_idname = "likeness.download_face_model"
+    bl_label = DownloadFaceModel.label
+    bl_options = set()
+    task_type = DownloadFaceModel
 
 
 def draw_job(layout, context) -> bool:
-    """Progress bar and Cancel button of the running job; False when none runs."""
+    """Progress bar ("Refine 42%") and Cancel button of the running job; False when none runs."""
     state = job_state(context)
     if not state.running:
         return False
     row = layout.row(align=True)
-    text = f"{state.label}: {state.stage}"
     if state.fraction >= 0:
-        row.progress(factor=state.fraction, type="BAR", text=text)
+        row.progress(factor=state.fraction, type="BAR", text=state.text)
     else:
-        row.label(text=text, icon="SORTTIME")
+        row.label(text=state.text, icon="SORTTIME")
     row.operator("likeness.cancel", text="", icon="CANCEL")
     return True
 
 
+def setup_status(context) -> tuple[str, str, str]:
+    """One short line for what is missing, and the operator that fixes it with its button text
+    (("Ready", "", "") when nothing is)."""
+    missing = deps.missing(deps.read_requirements())
+    if missing:
+        count = f"{len(missing)} packages" if len(missing) > 1 else missing[0].name
+        return f"{count} missing", LIKENESS_OT_install_dependencies.bl_idname, "Install"
+    if not model_status(context)[0]:
+        return "No head model", LIKENESS_OT_download_face_model.bl_idname, "Download"
+    return "Ready", "", ""
+
+
+def draw_setup_line(layout, context) -> None:
+    """The panel's one-line status, with the button that fixes what is missing."""
+    text, fix, button = setup_status(context)
+    row = layout.row(align=True)
+    row.label(text=text, icon="ERROR" if fix else "CHECKMARK")
+    if fix:
+        row.operator(fix, text=button, icon="IMPORT")
+
+
 def draw_status(layout, context) -> None:
-    """Dependency and model status with the buttons that fix what is missing."""
+    """Dependency and model status in full, with the buttons that fix what is missing."""
     missing = deps.missing(deps.read_requirements())
     box = layout.box()
     if missing:

@@ -46,7 +46,7 @@ class LikenessJobState(bpy.types.PropertyGroup):
     running: bpy.props.BoolProperty()
     cancel_requested: bpy.props.BoolProperty()
     label: bpy.props.StringProperty()
-    stage: bpy.props.StringProperty()
+    text: bpy.props.StringProperty()  # "Refine 42%": the current stage and how far it is
     fraction: bpy.props.FloatProperty(default=-1.0)  # -1: no measurable progress in this stage
 
 

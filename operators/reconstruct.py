@@ -7,7 +7,8 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from ..blender_addon.build import build_reconstruction, use_photo_camera
+from ..blender_addon import deps
+from ..blender_addon.build import build_reconstruction, place_beside_objects, use_photo_camera
 from ..blender_addon.jobs import run_reconstruction
 from ..blender_addon.modal import JobOperator, job_state
 from ..blender_addon.preferences import OFFLINE_HINT, model_status, options_from_preferences
@@ -52,16 +53,15 @@ def frame_selected(context) -> None:
                 bpy.ops.view3d.view_selected()
 
 
-class LIKENESS_OT_reconstruct(JobOperator, bpy.types.Operator):
-    """Reconstruct a textured, animatable 3D head from the face photo (Esc cancels)"""
+class ReconstructHead:
+    """The Task of Reconstruct: the panel's photo and settings -> a head beside the 3D cursor."""
 
-    bl_idname = "likeness.reconstruct"
-    bl_label = "Reconstruct Head"
-    bl_options = {"REGISTER", "UNDO"}
+    label = "Reconstruct Head"
+    dependency_hint = True
 
     def prepare(self, context):
         settings = context.scene.likeness
-        image, self._name = photo_input(settings)
+        image, self.name = photo_input(settings)
         options = options_from_preferences(
             context, preset=settings.preset, device=settings.device, face_index=settings.face_index or None,
             detail_strength=settings.detail_strength)
@@ -70,13 +70,17 @@ class LIKENESS_OT_reconstruct(JobOperator, bpy.types.Operator):
                              f"{OFFLINE_HINT}, or set a local copy in the add-on preferences.")
         return lambda progress: run_reconstruction(image, options, progress)
 
-    def finish(self, context, rec):
+    def finish(self, context, rec, progress):
+        """Build ``rec`` beside what is at the 3D cursor, select and frame it. When the build fails
+        or ``progress`` is cancelled during it, the scene is left as it was."""
         scene = context.scene
         settings = scene.likeness
         collection = context.collection or scene.collection
-        head = build_reconstruction(rec, collection, name=self._name, camera=settings.add_camera)
-        head["likeness_source"] = rec.source or self._name
+        head = build_reconstruction(rec, collection, name=self.name, camera=settings.add_camera,
+                                    progress=progress)
+        head["likeness_source"] = rec.source or self.name
         head["likeness_preset"] = settings.preset
+        place_beside_objects(head, scene, context.view_layer)
         if settings.add_camera:
             use_photo_camera(scene, head, rec)
         for obj in context.view_layer.objects:
@@ -84,11 +88,28 @@ class LIKENESS_OT_reconstruct(JobOperator, bpy.types.Operator):
         head.select_set(True)
         context.view_layer.objects.active = head
         frame_selected(context)
-        for warning in rec.warnings:
-            self.report({"WARNING"}, warning)
         total = rec.timings.get("total", 0.0)
-        self.report({"INFO"}, f"Likeness: {head.name} reconstructed in {total:.1f} s")
-        return {"FINISHED"}
+        return [("WARNING", w) for w in rec.warnings] + [
+            ("INFO", f"Likeness: {head.name} reconstructed in {total:.1f} s")]
+
+
+class LIKENESS_OT_reconstruct(JobOperator, bpy.types.Operator):
+    """Reconstruct a textured, animatable 3D head from the face photo (Esc cancels)"""
+
+    bl_idname = "likeness.reconstruct"
+    bl_label = ReconstructHead.label
+    bl_options = {"UNDO"}  # no REGISTER: Repeat Last would rerun the whole job synchronously
+    task_type = ReconstructHead
+
+    @classmethod
+    def poll(cls, context):
+        if job_state(context).running:
+            cls.poll_message_set("A Likeness job is running")
+            return False
+        if deps.missing(deps.read_requirements()):
+            cls.poll_message_set("Install the Python dependencies first (Likeness panel)")
+            return False
+        return True
 
 
 class LIKENESS_OT_cancel(bpy.types.Operator):

@@ -6,8 +6,10 @@ operators, including a real reconstruction of a real photo."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -158,3 +160,152 @@ def test_reconstruct_operator_reports_errors_and_leaves_the_scene(extension):
 def test_cancel_is_only_available_while_a_job_runs(extension):
     assert not bpy.ops.likeness.cancel.poll()
     assert bpy.ops.likeness.reconstruct.poll()
+
+
+def test_job_operators_cannot_be_repeated(extension):
+    """No REGISTER: Repeat Last and Adjust Last Operation would rerun the job synchronously."""
+    for name in ("LIKENESS_OT_reconstruct", "LIKENESS_OT_install_dependencies",
+                 "LIKENESS_OT_download_face_model"):
+        assert "REGISTER" not in getattr(bpy.types, name).bl_options, name
+    assert bpy.types.LIKENESS_OT_reconstruct.bl_options == {"UNDO"}
+
+
+def test_missing_dependencies_disable_reconstruct_and_say_what_fixes_it(extension, tmp_path, monkeypatch):
+    deps = sys.modules[f"{MODULE}.blender_addon.deps"]
+    preferences = sys.modules[f"{MODULE}.blender_addon.preferences"]
+    assert preferences.setup_status(bpy.context) == ("Ready", "", "")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(deps.REQUIREMENTS.read_text() + "likeness-absent-package==1.0\n")
+    monkeypatch.setattr(deps, "REQUIREMENTS", requirements)
+    assert not bpy.ops.likeness.reconstruct.poll()
+    assert preferences.setup_status(bpy.context) == (
+        "likeness-absent-package missing", "likeness.install_dependencies", "Install")
+
+
+def test_install_dependencies_errors_do_not_point_to_itself(extension):
+    assert not bpy.app.online_access  # the bpy module runs offline
+    with pytest.raises(RuntimeError, match="needs the internet") as failure:
+        bpy.ops.likeness.install_dependencies()
+    assert "Install Dependencies" not in str(failure.value)
+
+
+# --------------------------------------------------------------------------------------------
+# The interactive state machine, driven by synthetic events (no window: timers never fire here)
+
+
+class Session:
+    """A JobSession of the real Reconstruct task with its reports and the panel texts it showed."""
+
+    def __init__(self):
+        modal = sys.modules[f"{MODULE}.blender_addon.modal"]
+        reconstruct = sys.modules[f"{MODULE}.operators.reconstruct"]
+        self.reports: list[tuple[str, str]] = []
+        self.session = modal.JobSession(reconstruct.ReconstructHead(),
+                                        lambda level, text: self.reports.append((*level, text)))
+        self.texts: list[str] = []
+
+    @property
+    def state(self):
+        return bpy.context.window_manager.likeness_job
+
+    def start(self) -> None:
+        assert self.session.start(bpy.context)
+        assert self.state.running and self.state.text == "Starting"
+
+    def event(self, kind: str, value: str = "NOTHING") -> set[str]:
+        result = self.session.on_event(bpy.context, kind, value)
+        if self.texts[-1:] != [self.state.text]:
+            self.texts.append(self.state.text)
+        return result
+
+    def tick_until(self, condition, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.event("TIMER") == {"PASS_THROUGH"}
+            assert time.monotonic() < deadline, self.texts
+            time.sleep(0.02)
+
+    def finish(self, timeout: float = 120.0) -> set[str]:
+        deadline = time.monotonic() + timeout
+        while (result := self.event("TIMER")) == {"PASS_THROUGH"}:
+            assert time.monotonic() < deadline, self.texts
+            time.sleep(0.02)
+        assert not self.state.running and not self.state.cancel_requested
+        return result
+
+
+def default_scene(add_camera: bool = False):
+    """Blender's default scene (the 2 m cube at the origin) with the panel set to a fast run."""
+    bpy.ops.wm.read_homefile(use_factory_startup=True)
+    settings = bpy.context.scene.likeness
+    settings.filepath = str(face_photo(PHOTO))
+    settings.preset, settings.device, settings.add_camera = "fast", "cpu", add_camera
+    return {o.name for o in bpy.data.objects}, {m.name for m in bpy.data.meshes}
+
+
+def datablocks():
+    return {o.name for o in bpy.data.objects}, {m.name for m in bpy.data.meshes}
+
+
+def test_session_shows_stage_and_percentage_and_places_the_head_beside_the_cube(extension):
+    before = default_scene()
+    bpy.context.scene.cursor.location = (0.0, 0.5, 0.0)
+    run = Session()
+    run.start()
+    assert run.finish() == {"FINISHED"} and run.session.outcome == "FINISHED"
+    assert any(re.fullmatch(r"Refine \d+%", text) for text in run.texts), run.texts
+    assert run.reports[-1][0] == "INFO" and "reconstructed" in run.reports[-1][1]
+    head = bpy.data.objects[Path(PHOTO).stem]
+    assert datablocks()[0] - before[0] == {head.name, f"{head.name}_eye.L", f"{head.name}_eye.R",
+                                          f"{head.name}_teeth"}
+    assert head.select_get() and bpy.context.view_layer.objects.active == head
+    # At the 3D cursor, moved along +x out of the default cube (which it would sit inside).
+    build = sys.modules[f"{MODULE}.blender_addon.build"]
+    bpy.context.view_layer.update()
+    cube = build.world_box([bpy.data.objects["Cube"]])
+    parts = build.world_box([head, *head.children])
+    assert head.location.y == pytest.approx(0.5) and head.location.z == pytest.approx(0.0)
+    assert parts[0][0] >= cube[1][0] + 0.05
+
+
+def test_escape_cancels_and_leaves_the_scene(extension):
+    before = default_scene()
+    run = Session()
+    run.start()
+    run.tick_until(lambda: run.state.text.startswith("Refine"))
+    assert run.event("ESC", "PRESS") == {"PASS_THROUGH"} and run.state.text == "Cancelling"
+    assert run.finish() == {"CANCELLED"} and run.session.outcome == "CANCELLED"
+    assert run.reports == [("WARNING", "Reconstruct Head: cancelled; nothing was changed")]
+    assert datablocks() == before
+
+
+def test_cancel_after_the_job_ended_builds_nothing(extension):
+    """The Cancel button pressed while the finished job waits for the next timer event (e.g.
+    during the last stage): the result is dropped, the scene stays as it was."""
+    before = default_scene(add_camera=True)
+    run = Session()
+    run.start()
+    assert run.session.job.wait(120) and run.session.job.error is None
+    assert bpy.ops.likeness.cancel() == {"FINISHED"}  # what the panel's Cancel button runs
+    assert run.event("MOUSEMOVE") == {"PASS_THROUGH"}
+    assert run.finish() == {"CANCELLED"}
+    assert datablocks() == before and bpy.context.scene.camera.name == "Camera"
+
+
+def test_failing_job_reports_the_error_and_leaves_the_scene(extension):
+    before = default_scene()
+    bpy.context.scene.likeness.filepath = str(REPO / "pyproject.toml")  # not an image
+    run = Session()
+    run.start()
+    assert run.finish() == {"CANCELLED"} and run.session.outcome == "FAILED"
+    assert run.reports[0][0] == "ERROR" and "pyproject.toml" in run.reports[0][1]
+    assert datablocks() == before
+
+
+def test_refused_start_reports_and_starts_nothing(extension):
+    default_scene()
+    bpy.context.scene.likeness.filepath = ""
+    run = Session()
+    assert not run.session.start(bpy.context)
+    assert run.reports == [("ERROR", "Choose a photo in the Likeness panel first.")]
+    assert not run.state.running

@@ -11,7 +11,9 @@ import pytest
 from conftest import face_photo, load_extension_package
 from PIL import Image
 
+from core.errors import Cancelled
 from core.params import Camera, FaceParams
+from core.progress import Progress
 from core.reconstruction import DetailMaps, Reconstruction
 
 bpy = pytest.importorskip("bpy")
@@ -207,6 +209,28 @@ def test_failed_build_leaves_no_datablocks(face_model, empty_scene):
         build.build_reconstruction(rec, empty_scene.collection, camera=True)
     assert {kind: len(getattr(bpy.data, kind)) for kind in kinds} == before
     assert len(empty_scene.collection.objects) == 0
+
+
+@pytest.mark.parametrize("step", range(5))
+def test_build_cancelled_at_any_step_leaves_no_datablocks(rec, empty_scene, step):
+    kinds = ("objects", "meshes", "materials", "images", "cameras", "shape_keys")
+    before = {kind: len(getattr(bpy.data, kind)) for kind in kinds}
+    progress = Progress()
+    progress.callback = lambda stage, done, total: progress.cancel() if done == step else None
+    with pytest.raises(Cancelled):
+        build.build_reconstruction(rec, empty_scene.collection, camera=True, progress=progress)
+    assert {kind: len(getattr(bpy.data, kind)) for kind in kinds} == before
+    assert len(empty_scene.collection.objects) == 0
+
+
+def test_free_location_moves_past_what_is_in_the_way():
+    box = np.array([[-0.1, -0.1, -0.2], [0.1, 0.1, 0.1]])
+    cube = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    beside = np.array([[1.0, -0.5, -0.5], [1.5, 0.5, 0.5]])
+    assert build.free_location(box, [], (0, 0, 0)).tolist() == [0, 0, 0]
+    assert build.free_location(box, [cube], (5, 0, 0)).tolist() == [5, 0, 0]
+    np.testing.assert_allclose(build.free_location(box, [cube], (0, 0, 0)), [1.2, 0, 0])
+    np.testing.assert_allclose(build.free_location(box, [cube, beside], (0, 0, 0)), [1.7, 0, 0])
 
 
 def test_blend_file_round_trip(rec, head, tmp_path):

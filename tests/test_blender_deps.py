@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -101,6 +102,47 @@ def test_run_pip_can_be_cancelled(tmp_path):
         deps.run_pip([pip(tmp_path / "t", tmp_path, "likeness-absent")], progress)
 
 
+WRAPPER = """#!/bin/sh
+# A wrapper in front of "pip" (like a pyenv shim or conda run): it starts the real work as a
+# grandchild and waits for it.
+sh -c 'echo $$ > "$1"; while true; do echo downloading; sleep 0.1; done' grandchild "$1" &
+wait
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_cancel_kills_the_whole_process_tree(tmp_path):
+    """A cancel stops pip's wrapper and the grandchild it started, not only the direct child."""
+    wrapper = tmp_path / "pip-wrapper.sh"
+    wrapper.write_text(WRAPPER)
+    wrapper.chmod(0o755)
+    pid_file = tmp_path / "grandchild.pid"
+    stages: list[str] = []
+    job = jobs.BackgroundJob(lambda progress: deps.run_pip([[str(wrapper), str(pid_file)]], progress),
+                             callback=lambda stage, done, total: stages.append(stage)).start()
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip() and "downloading" in " ".join(stages)):
+        assert time.monotonic() < deadline, "the wrapper did not start its grandchild"
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert _alive(grandchild)
+    job.cancel()
+    assert job.wait(10) and isinstance(job.error, Cancelled)
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild), "the grandchild (the real download) survived the cancel"
+
+
 def test_background_job_runs_reports_and_cancels():
     job = jobs.BackgroundJob(lambda progress: (progress.stage("work", 4), progress.advance(3), "done")[-1])
     assert not job.done
@@ -127,3 +169,12 @@ def test_error_messages_tell_what_to_do():
     missing = ModuleNotFoundError("No module named 'torch'", name="torch")
     assert "'torch'" in jobs.error_message(missing) and "Install Dependencies" in jobs.error_message(missing)
     assert jobs.error_message(ValueError("bad")) == "ValueError: bad"
+    # The installer's own failures do not send the user back to the installer.
+    failed = DependencyError("pip could not install the dependencies: no network.")
+    assert "Install Dependencies" in jobs.error_message(failed)
+    assert jobs.error_message(failed, dependency_hint=False) == str(failed)
+
+
+def test_progress_text_shows_stage_and_percentage():
+    assert jobs.progress_text("refine", 0.42) == "Refine 42%"
+    assert jobs.progress_text("detect", -1.0) == "Detect"
