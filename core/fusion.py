@@ -69,10 +69,14 @@ def fuse(views: list[Unwrap], sharpness_scores: list[float]) -> tuple[Unwrap, np
     blend /= np.maximum(blend.sum(0), 1e-12)
     matched = albedos * gains[:, None, None, :]
     observed = np.stack([v.observed for v in views])
+    hairs = [v.hair for v in views if v.hair is not None]
     fused = Unwrap(
         albedo=(matched * blend[..., None]).sum(0).astype(np.float32),
         weight=np.stack([v.weight for v in views]).max(0),
+        visibility=np.stack([v.visibility for v in views]).max(0),
         observed=(observed * blend[..., None]).sum(0).astype(np.float32),
+        parts=(np.stack([v.parts for v in views]) * blend).sum(0).astype(np.float32),
         pixels_per_metre=np.stack([v.pixels_per_metre for v in views]).max(0),
+        hair=np.median(hairs, axis=0) if hairs else None,
     )
     return fused, gains

@@ -38,7 +38,8 @@ from .regression import (
     regress_joint,
     surface_points_for,
 )
-from .texture import TextureResult, UVSurface, complete, unwrap, uv_surface
+from .skin_trust import PersonSegmenter, SkinTrust, skin_trust
+from .texture import TextureResult, TextureSettings, UVSurface, complete, unwrap, uv_surface
 
 PRESET_NAMES = ("fast", "balanced", "quality")
 # MediaPipe outer eye corners (subject's right, subject's left): they set the initial depth.
@@ -64,6 +65,7 @@ class Settings:
     regression: RegressionSettings = field(default_factory=RegressionSettings)
     refinement: RefinementSettings = field(default_factory=RefinementSettings)
     texture_size: int = 1024
+    texture: TextureSettings = field(default_factory=TextureSettings)
     detail: bool = False
     detail_iterations: int = 0
     detail_resolution: int = 256
@@ -107,7 +109,8 @@ class Pipeline:
         self.detector_backend = detector_backend
         self._detector = None
         self._mesh: MediaPipeMesh | None = None
-        self._points: dict[int, object] = {}
+        self._segmenter: PersonSegmenter | None = None
+        self._points: dict[tuple[str, int], object] = {}
         self._uv_surfaces: dict[int, UVSurface] = {}
         self._clip: tuple[tuple, object] | None = None
         self._identity_net: FaceRecognitionNet | None = None
@@ -127,11 +130,23 @@ class Pipeline:
             self._mesh = MediaPipeMesh()
         return self._mesh
 
+    @property
+    def segmenter(self) -> PersonSegmenter:
+        if self._segmenter is None:
+            self._segmenter = PersonSegmenter()
+        return self._segmenter
+
     def close(self) -> None:
-        for resource in (self._detector, self._mesh):
+        for resource in (self._detector, self._mesh, self._segmenter):
             if resource is not None:
                 resource.close()
-        self._detector = self._mesh = None
+        self._detector = self._mesh = self._segmenter = None
+
+    def skin_trust(self, rgb: np.ndarray, detection: FaceDetection) -> SkinTrust | None:
+        """Which pixels of ``rgb`` show the subject's skin (None without dense landmarks)."""
+        if not detection.is_dense:
+            return None
+        return skin_trust(rgb, detection.landmarks, self.segmenter.segment(rgb))
 
     def clip_extractor(self, settings: DetailSettings):
         """The CLIP encoder for the detail stage, kept across photos (loading takes seconds)."""
@@ -230,7 +245,7 @@ class Pipeline:
                 fitted[i] = result
         with _timed(timings, "texture"):
             progress.stage("texture")
-            texture = self._texture(photos, [f.params for f in fitted], settings.texture_size)
+            texture = self._texture(photos, [f.params for f in fitted], settings.texture_size, settings.texture)
         progress.check()  # stages check at their start; this one has no steps of its own
         fits = [p.fit(self.model, c, f) for p, c, f in zip(photos, coarse, fitted)]
         rec = self._result(fits, dropped, texture, timings)
@@ -334,14 +349,20 @@ class Pipeline:
                           - landmark_error(points, photo.target, photo.alone))
         return np.asarray(excess)
 
-    def _texture(self, photos: list[_Photo], params: list[FaceParams], size: int) -> TextureResult:
-        """Unwrap every photo, fuse the best-seen skin per texel, complete what none saw."""
+    def _texture(self, photos: list[_Photo], params: list[FaceParams], size: int,
+                 settings: TextureSettings) -> TextureResult:
+        """Unwrap every photo's trusted skin, fuse the best-seen skin per texel, complete what none
+        saw."""
         surface = self.uv_surface(size)
-        views = [unwrap(self.model, p.rgb, q, surface) for p, q in zip(photos, params)]
+        for photo in photos:
+            photo.skin = self.skin_trust(photo.rgb, photo.detection)
+        views = [unwrap(self.model, p.rgb, q, surface, p.skin) for p, q in zip(photos, params)]
         fused, gains = fuse(views, [sharpness(p.rgb, p.detection.box) for p in photos])
         for photo, gain in zip(photos, gains):
             photo.metrics.update({f"colour_gain_{c}": float(g) for c, g in zip("rgb", gain)})
-        return TextureResult(complete(fused.albedo, fused.weight), fused.weight, fused.observed)
+        albedo = complete(self.model, surface, fused, settings)
+        albedo8 = np.clip(albedo * 255 + 0.5, 0, 255).astype(np.uint8)
+        return TextureResult(albedo8, fused.visibility, fused.observed, fused.weight)
 
     def _result(self, fits: list[PhotoFit], dropped: list[DroppedPhoto], texture: TextureResult,
                 timings: dict[str, float]) -> Reconstruction:
@@ -359,6 +380,8 @@ class Pipeline:
             identity_vertices=self.model.vertices(first.params.identity),
             albedo=texture.albedo,
             albedo_visibility=texture.visibility,
+            albedo_trust=texture.trust,
+            skin_trust=first.skin_trust,
             landmarks68_2d=first.landmarks68_2d,
             face_box=first.face_box,
             detected_landmarks=first.detected_landmarks,
@@ -384,6 +407,7 @@ class _Photo:
     timings: dict[str, float]
     warnings: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
+    skin: Optional[SkinTrust] = None  # which pixels may colour skin, once the texture stage ran
 
     def fit(self, model: FaceModel, coarse: FaceParams, refined: RefinementResult) -> PhotoFit:
         params = refined.params
@@ -396,6 +420,7 @@ class _Photo:
             landmarks68_2d=params.project(vertices[model.landmarks68]),
             face_box=self.detection.box.copy(),
             detected_landmarks=self.detection.landmarks.copy(),
+            skin_trust=None if self.skin is None else self.skin.trust,
             source=self.path,
             metrics=refined.metrics | self.metrics,
             timings=self.timings,

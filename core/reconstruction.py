@@ -37,6 +37,7 @@ class PhotoFit:
     landmarks68_2d: np.ndarray  # (68, 2) fitted model landmarks, this photo's pixels
     face_box: np.ndarray  # (4,) detected face box
     detected_landmarks: Optional[np.ndarray] = None  # (478, 2) MediaPipe landmarks
+    skin_trust: Optional[np.ndarray] = None  # (H, W) float32 in [0, 1]: photo pixels trusted as skin
     source: Optional[str] = None  # path, or the caller's label for an array
     metrics: dict[str, float] = field(default_factory=dict)  # refinement and agreement diagnostics
     timings: dict[str, float] = field(default_factory=dict)  # seconds for this photo's own stages
@@ -77,6 +78,9 @@ class Reconstruction:
     landmarks68_2d: np.ndarray  # (68, 2) float, input-image pixels, of the fitted model's landmarks
     face_box: np.ndarray  # (4,) x0, y0, x1, y1 of the detected face
     detected_landmarks: Optional[np.ndarray] = None  # (478, 2) MediaPipe landmarks, input-image pixels
+    # (S, 2S) float32 in [0, 1]: how much the photo coloured each texel (visibility x skin trust)
+    albedo_trust: Optional[np.ndarray] = None
+    skin_trust: Optional[np.ndarray] = None  # (H, W) float32 in [0, 1]: photo pixels trusted as skin
     source: Optional[str] = None  # input path, when there was one
     detail: Optional[DetailMaps] = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage

@@ -1,11 +1,20 @@
 """UV albedo from the photo: unwrap by the fitted projection, de-light, complete what was unseen.
 
-Every texel of the skin atlas (core.face_model.FaceModel.atlas_uvs) gets a 3D point on the fitted
-head; projecting it into the photo gives its colour, a z-buffer test and the angle to the camera
-give how much to trust it. Dividing by the fitted spherical-harmonics shading removes the light.
-Unseen texels are taken from the mirrored texel (the ICT mesh and its UVs are left/right
-symmetric: mirroring is a horizontal flip within each UV tile), and what remains is filled by
-a push-pull (pyramid) interpolation from the seen skin, which is smooth by construction.
+Two steps, kept apart so that several photos can be fused between them:
+
+``unwrap`` (one photo): every texel of the skin atlas (core.face_model.FaceModel.atlas_uvs) gets
+a 3D point on the fitted head; projecting it into the photo gives its colour. Its weight is the
+product of the geometric visibility (z-buffer, angle to the camera) and the photo's skin trust
+(core.skin_trust): a texel seen only through hair, background, glasses or clothes counts as
+unseen. The light is a robust luminance SH fit on trusted skin only; dividing by it removes the
+shading, and texels far brighter or darker than the diffuse model (specular highlights, cast
+shadows) are clamped to it and lose weight instead of being baked in.
+
+``complete`` (any number of photos' evidence): unseen texels take the mirrored texel where that
+was seen (the ICT mesh and its UVs are left/right symmetric: mirroring is a horizontal flip within
+each UV tile); the rest gets a smooth colour field solved on the mesh vertices (data where seen,
+the person's skin tone far from it, plus a low-frequency 3D variation), so it is continuous
+across UV island borders by construction.
 """
 
 from __future__ import annotations
@@ -16,21 +25,52 @@ import cv2
 import numpy as np
 import torch
 
+import scipy.sparse
+import scipy.sparse.linalg
+
 from .face_model import SKIN_POLYGONS, FaceModel
 from .params import FaceParams
-from .rendering import rasterize, shade, vertex_normals
+from .rendering import rasterize, sh_basis, vertex_normals
+from .skin_trust import SkinTrust
 
 # Visibility weight ramps up between these cosines of the angle between normal and view ray.
 GRAZING_COS = (0.15, 0.5)
 DEPTH_TOLERANCE_M = 0.004
 MIN_SHADING = 0.15  # do not divide dark, badly-lit texels into noise
+SHADING_TRUST = (0.25, 0.5)  # relative shading: texels darker than this are trusted less (noise)
+OUTLIER_BAND = 0.12  # least relative deviation from the diffuse model that counts as an outlier
+FEATHER = 1 / 256  # of the atlas height: seen data fades into the fill over about this distance
+SMOOTHNESS = 2.0  # mesh-Laplacian weight of the fill (larger: smoother, reaches further)
+TONE_PULL = 0.02  # pull of the fill towards the skin tone far from seen texels
+VARIATION_SPACINGS_M = (0.04, 0.015)  # lattice spacings of the fill's variation (two octaves)
+SCALP_MODES = ("skin", "hair")
+
+
+@dataclass
+class TextureSettings:
+    scalp: str = "skin"  # "skin": the skin tone on the scalp; "hair": the photo's hair colour there
+
+
+@dataclass
+class Unwrap:
+    """One photo's evidence in the skin atlas, before completion: what a fusion of several photos
+    combines per texel (core.fusion)."""
+
+    albedo: np.ndarray  # (S, 2S, 3) float32 de-lit colour in [0, 1], 0 where weight is 0
+    weight: np.ndarray  # (S, 2S) float32 in [0, 1]: visibility x skin trust x de-light inlier
+    visibility: np.ndarray  # (S, 2S) float32 geometric visibility in [0, 1]
+    observed: np.ndarray  # (S, 2S, 3) float32 photo colours before de-lighting (0 where unseen)
+    parts: np.ndarray  # (S, 2S) float32: seen through eyes, brows, lips, nostrils
+    pixels_per_metre: np.ndarray  # (S, 2S) float32 photo resolution at the texel (focal / depth)
+    hair: np.ndarray | None = None  # (3,) de-lit hair colour seen over the scalp, None when none was
 
 
 @dataclass
 class TextureResult:
     albedo: np.ndarray  # (S, 2S, 3) uint8 skin atlas
-    visibility: np.ndarray  # (S, 2S) float32 in [0, 1]
+    visibility: np.ndarray  # (S, 2S) float32 in [0, 1]: geometric visibility
     observed: np.ndarray  # (S, 2S, 3) float32 photo colours before de-lighting (0 where unseen)
+    trust: np.ndarray  # (S, 2S) float32 in [0, 1]: how much the photo coloured each texel
 
 
 @dataclass
@@ -40,6 +80,20 @@ class UVSurface:
     face_id: np.ndarray  # (S, 2S) int, -1 outside the UV islands
     bary: np.ndarray  # (S, 2S, 3)
     faces: np.ndarray  # (F, 3) skin triangles (vertex ids)
+
+    @property
+    def corner_vertices(self) -> np.ndarray:
+        """(N, 3) vertex ids of the triangle under each covered texel (row-major order)."""
+        return self.faces[self.face_id[self.face_id >= 0]]
+
+    def splat(self, per_texel: np.ndarray, num_vertices: int) -> np.ndarray:
+        """Transpose of ``interpolate``: (S, 2S, C) texel values summed onto (V, C) vertices with
+        the barycentric weights."""
+        covered = self.face_id >= 0
+        corners, bary = self.corner_vertices, self.bary[covered]
+        values = per_texel[covered]
+        return np.stack([sum(np.bincount(corners[:, k], bary[:, k] * values[:, c], num_vertices)
+                             for k in range(3)) for c in range(values.shape[1])], 1)
 
     def interpolate(self, per_vertex: np.ndarray) -> np.ndarray:
         """(V, C) vertex attribute at each covered texel -> (S, 2S, C), zeros elsewhere."""
@@ -113,6 +167,14 @@ def _sample_photo(rgb: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     return cv2.remap(photo, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _sample_map(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a float (H, W) map at continuous pixel coordinates (..., 2); 0 outside."""
+    map_x = (pixels[..., 0] - 0.5).astype(np.float32)
+    map_y = (pixels[..., 1] - 0.5).astype(np.float32)
+    return cv2.remap(image.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def fit_sh(colors: np.ndarray, normals: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Least-squares SH lighting (9, 3) explaining ``colors`` (N, 3) at ``normals`` (N, 3) for a
     constant unit albedo: used when refinement did not estimate the light."""
@@ -126,19 +188,65 @@ def fit_sh(colors: np.ndarray, normals: np.ndarray, weights: np.ndarray) -> np.n
     return sh
 
 
-@dataclass
-class Unwrap:
-    """One photo's view of the skin atlas, before completion: what a fusion of several photos
-    combines per texel."""
-
-    albedo: np.ndarray  # (S, 2S, 3) float32 de-lit colour, 0 where unseen
-    weight: np.ndarray  # (S, 2S) float32 trust in [0, 1]: in front, facing the camera, in the photo
-    observed: np.ndarray  # (S, 2S, 3) float32 photo colours before de-lighting (0 where unseen)
-    pixels_per_metre: np.ndarray  # (S, 2S) float32 photo resolution at the texel (focal / depth)
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.299, 0.587, 0.114], rgb.dtype)
 
 
-def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSurface) -> Unwrap:
-    """Project the skin atlas of fitted ``params`` into photo ``rgb`` and divide out the light."""
+def delight(observed: np.ndarray, normals: np.ndarray, weight: np.ndarray,
+            parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """De-lit albedo (S, 2S, 3) and inlier weight (S, 2S) in [0, 1].
+
+    The light is a luminance SH fit on trusted skin (``weight`` without the face parts), made
+    robust by re-weighting: texels whose brightness departs from the diffuse model by more than
+    ~2.5 robust standard deviations (specular highlights, cast shadows) stop pulling the fit, get
+    clamped to the edge of the model's band and lose weight. The shading is normalised so that the
+    mean albedo of trusted skin equals its mean photo colour: the person's tone (under the
+    photo's white balance) is kept, only the variation of the light is removed. Face parts keep
+    their own colour (divided by the shading, never clamped).
+    """
+    luma = _luminance(observed)
+    fit_w = weight * (1 - parts)
+    sel = fit_w > 0.05
+    if sel.sum() < 50:
+        return observed.copy(), weight * (luma > 0)
+    basis = sh_basis(torch.from_numpy(normals[sel].astype(np.float64))).numpy()
+    y, w = luma[sel].astype(np.float64), fit_w[sel].astype(np.float64)
+    robust = np.ones_like(w)
+    band = OUTLIER_BAND
+    for _ in range(4):
+        coeff = fit_sh(y[:, None], normals[sel].astype(np.float64), w * robust)
+        model = np.maximum(basis @ coeff[:, 0], 1e-3)
+        log_ratio = np.log(np.maximum(y, 1e-3) / model)
+        sigma = 1.4826 * np.median(np.abs(log_ratio[robust > 0.5]))
+        band = max(OUTLIER_BAND, 2.5 * sigma)
+        robust = np.clip(2 - np.abs(log_ratio) / band, 0, 1)  # 1 inside the band, 0 at twice it
+    full = np.maximum(sh_basis(torch.from_numpy(normals.astype(np.float64))).numpy() @ coeff[:, 0], 1e-3)
+    level = np.sum(w * y) / np.sum(w * y / model)  # mean trusted albedo = mean trusted photo
+    shading = (full / level).astype(np.float32)
+    log_ratio = np.log(np.maximum(luma, 1e-3) / full)
+    inlier = np.clip(2 - np.abs(log_ratio) / band, 0, 1)
+    clamp = np.exp(np.clip(log_ratio, -band, band) - log_ratio)
+    clamp = np.where(parts > 0.5, 1.0, clamp)
+    inlier = np.where(parts > 0.5, 1.0, inlier)
+    albedo = observed * (clamp / np.maximum(shading, MIN_SHADING))[..., None]
+    lo, hi = SHADING_TRUST
+    inlier = inlier * np.clip((shading - lo) / (hi - lo), 0, 1)
+    return np.clip(albedo, 0, 1).astype(np.float32), inlier.astype(np.float32)
+
+
+def scalp_weight(model: FaceModel, surface: UVSurface) -> np.ndarray:
+    """(S, 2S) float in [0, 1]: how much each texel is scalp (above a hairline that runs from
+    about 5 cm over the brows at the front, over the ears, down to the nape) on the neutral head."""
+    pos = surface.interpolate(model.neutral.astype(np.float64))
+    y, z = pos[..., 1], pos[..., 2]
+    hairline = np.where(z > 0, 0.11 + 0.45 * (z - 0.09), 0.0695 + z)
+    return (np.clip((y - hairline) / 0.015 + 0.5, 0, 1) * (surface.face_id >= 0)).astype(np.float32)
+
+
+def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSurface,
+           skin: SkinTrust | None = None) -> Unwrap:
+    """One photo's de-lit colour and trust weight per texel (see the module docstring). Without
+    ``skin`` every visible pixel is trusted (no segmentation available)."""
     verts = model.vertices(params.identity, params.expression).astype(np.float64)
     verts_cam = params.to_camera(verts)
     normals = vertex_normals(torch.from_numpy(verts_cam), torch.from_numpy(surface.faces)).numpy()
@@ -148,34 +256,115 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
 
     visibility = _visibility(model, params, verts_cam, surface, texel_pos, texel_normal, rgb.shape[:2])
     pixels = params.camera.project(np.where(texel_pos[..., 2:] > 0, texel_pos, 1).reshape(-1, 3))
-    observed = _sample_photo(rgb, pixels.reshape(texel_pos.shape[:2] + (2,))) * (visibility[..., None] > 0)
-
+    pixels = pixels.reshape(texel_pos.shape[:2] + (2,))
     seen = visibility > 0
-    sh = params.sh
-    if not np.any(sh):
-        sh = fit_sh(observed[seen].astype(np.float64), texel_normal[seen], visibility[seen])
-    shading = shade(torch.from_numpy(texel_normal), torch.from_numpy(sh)).numpy()
-    albedo = observed / np.maximum(shading, MIN_SHADING)
-    density = params.camera.focal / np.maximum(texel_pos[..., 2], 1e-6) * seen
-    return Unwrap(albedo.astype(np.float32), visibility.astype(np.float32), observed.astype(np.float32),
-                  density.astype(np.float32))
+    observed = _sample_photo(rgb, pixels) * seen[..., None]
+    if skin is None:
+        trust, parts, person = seen.astype(np.float32), np.zeros_like(visibility), seen.astype(np.float32)
+    else:
+        trust = _sample_map(skin.trust, pixels)
+        parts = _sample_map(skin.parts.astype(np.float32), pixels) * seen
+        person = _sample_map(skin.person, pixels)
+    albedo, inlier = delight(observed, texel_normal, visibility * trust, parts)
+    weight = (visibility * trust * inlier).astype(np.float32)
+    hair_texels = (scalp_weight(model, surface) > 0.5) & (visibility > 0.3) & (trust < 0.05) & (person > 0.5)
+    hair = np.median(albedo[hair_texels], 0) if hair_texels.sum() >= 20 else None
+    return Unwrap((albedo * (weight > 0)[..., None]).astype(np.float32), weight, visibility.astype(np.float32),
+                  observed.astype(np.float32), parts.astype(np.float32), hair)
 
 
-def complete(albedo: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """uint8 albedo with every texel filled: symmetry first (the other side of the same face),
-    then a smooth fill from all skin seen."""
-    mirrored = mirror_atlas(weight)
-    gain = np.clip(mirrored - weight, 0, 1)
-    albedo = (albedo * weight[..., None] + mirror_atlas(albedo) * gain[..., None]) / np.maximum(
-        weight + gain, 1e-8)[..., None]
+def _mesh_laplacian(faces: np.ndarray, num_vertices: int) -> scipy.sparse.csr_matrix:
+    """Uniform graph Laplacian (V, V) of the triangle edges."""
+    i = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
+    j = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
+    adj = scipy.sparse.coo_matrix((np.ones(len(i)), (i, j)), shape=(num_vertices,) * 2).tocsr()
+    adj = ((adj + adj.T) > 0).astype(np.float64)
+    return scipy.sparse.diags(np.asarray(adj.sum(1)).ravel()) - adj
+
+
+def _variation(positions: np.ndarray, amplitude: float, seed: int = 0) -> np.ndarray:
+    """Smooth multiplicative variation (V, 3) around 1 at 3D ``positions`` (metres): cubic
+    value noise on lattices of VARIATION_SPACINGS_M, mostly brightness, a little redness.
+    Being a function of the 3D point, it is continuous across UV seams."""
+    from scipy.ndimage import map_coordinates
+
+    rng = np.random.default_rng(seed)
+    lo = positions.min(0)
+    field = np.zeros((len(positions), 2))
+    for spacing, gain in zip(VARIATION_SPACINGS_M, (1.0, 0.5), strict=True):
+        coords = ((positions - lo) / spacing + 2).T
+        shape = tuple(int(n) + 5 for n in coords.max(1))
+        for c in range(2):
+            lattice = rng.normal(size=shape)
+            field[:, c] += gain * map_coordinates(lattice, coords, order=3, mode="nearest")
+    field /= field.std(0) + 1e-9
+    return 1 + amplitude * (field[:, :1] + 0.3 * field[:, 1:] * np.array([[1.0, -0.3, -0.5]]))
+
+
+def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
+             settings: TextureSettings | None = None) -> np.ndarray:
+    """Full skin-atlas albedo (S, 2S, 3) float in [0, 1] from one (or several fused) ``Unwrap``:
+    seen texels keep their colour, their mirror images fill in where only those were seen, and a
+    mesh-smooth skin field (hair colour on the scalp if asked and seen) covers the rest."""
+    settings = settings or TextureSettings()
+    if settings.scalp not in SCALP_MODES:
+        raise ValueError(f"scalp must be one of {SCALP_MODES}, not {settings.scalp!r}")
+    weight = evidence.weight
+    mirrored_w = mirror_atlas(weight)
+    gain = np.clip(mirrored_w - weight, 0, 1)
     known = np.clip(weight + gain, 0, 1).astype(np.float32)
-    filled = push_pull_fill(albedo.astype(np.float32), known)
-    return np.clip(filled * 255 + 0.5, 0, 255).astype(np.uint8)
+    albedo = (evidence.albedo * weight[..., None] + mirror_atlas(evidence.albedo) * gain[..., None]) / np.maximum(
+        weight + gain, 1e-8)[..., None]
+
+    skin = known * (1 - np.maximum(evidence.parts, mirror_atlas(evidence.parts)))
+    tone = _weighted_median(albedo, skin) if skin.sum() > 1 else np.array([0.75, 0.57, 0.48])
+    num_vertices = int(surface.faces.max()) + 1
+    area = surface.splat(np.ones(known.shape + (1,), np.float32), num_vertices)[:, 0]
+    data_w = surface.splat(known[..., None], num_vertices)[:, 0] / np.maximum(area, 1e-8)
+    data = surface.splat(albedo * known[..., None], num_vertices) / np.maximum(area, 1e-8)[:, None]
+    prior = np.tile(tone, (num_vertices, 1))
+    if settings.scalp == "hair" and evidence.hair is not None:
+        scalp = surface.splat(scalp_weight(model, surface)[..., None], num_vertices)[:, 0] / np.maximum(area, 1e-8)
+        prior = prior * (1 - scalp[:, None]) + evidence.hair * scalp[:, None]
+        data_w, data = data_w * (1 - scalp), data * (1 - scalp[:, None])
+    system = (scipy.sparse.diags(data_w + TONE_PULL) + SMOOTHNESS * _mesh_laplacian(surface.faces, num_vertices))
+    field = scipy.sparse.linalg.spsolve(system.tocsc(), data + TONE_PULL * prior)
+    seen_v = data_w > 0.8
+    spread = np.std(np.log(np.maximum(_luminance(data[seen_v] / data_w[seen_v, None]), 1e-3))) if seen_v.sum() > 10 else 0
+    field = field * _variation(model.neutral[:num_vertices], float(np.clip(0.5 * spread, 0.01, 0.03)))
+    fill = surface.interpolate(field.astype(np.float32))
+
+    sigma = max(1.0, FEATHER * known.shape[0])
+    alpha = np.minimum(known, cv2.GaussianBlur(known, (0, 0), sigma))
+    if settings.scalp == "hair" and evidence.hair is not None:
+        alpha = alpha * (1 - scalp_weight(model, surface))
+    out = alpha[..., None] * albedo + (1 - alpha[..., None]) * fill
+    covered = (surface.face_id >= 0).astype(np.float32)
+    return np.clip(push_pull_fill(out * covered[..., None], covered), 0, 1)  # gutter for filtering
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-channel weighted median of (..., C) ``values``."""
+    w = weights.ravel()
+    sel = w > 0
+    flat = values.reshape(-1, values.shape[-1])[sel]
+    w = w[sel]
+    out = []
+    for c in range(flat.shape[1]):
+        order = np.argsort(flat[:, c])
+        cum = np.cumsum(w[order])
+        out.append(flat[order[np.searchsorted(cum, cum[-1] / 2)], c])
+    return np.array(out)
 
 
 def build_texture(model: FaceModel, rgb: np.ndarray, params: FaceParams, size: int,
-                  surface: UVSurface | None = None) -> TextureResult:
-    """De-lit skin-atlas albedo (size, 2*size) for fitted ``params`` on photo ``rgb``; pass the
-    ``uv_surface`` of this model and size to reuse it across photos."""
-    view = unwrap(model, rgb, params, surface or uv_surface(model, size))
-    return TextureResult(complete(view.albedo, view.weight), view.weight, view.observed)
+                  surface: UVSurface | None = None, skin: SkinTrust | None = None,
+                  settings: TextureSettings | None = None) -> TextureResult:
+    """De-lit, completed skin-atlas albedo (size, 2*size) for fitted ``params`` on photo ``rgb``;
+    ``skin`` says which photo pixels may colour skin (core.skin_trust). Pass the ``uv_surface``
+    of this model and size to reuse it across photos."""
+    surface = surface or uv_surface(model, size)
+    evidence = unwrap(model, rgb, params, surface, skin)
+    albedo = complete(model, surface, evidence, settings)
+    albedo8 = np.clip(albedo * 255 + 0.5, 0, 255).astype(np.uint8)
+    return TextureResult(albedo8, evidence.visibility, evidence.observed, evidence.weight)

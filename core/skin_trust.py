@@ -1,0 +1,199 @@
+"""Which photo pixels show the subject's skin, and may therefore colour the skin texture.
+
+Three cues, multiplied: MediaPipe's selfie segmentation (person vs background; its model ships
+in the mediapipe wheel), a robust skin-colour model fitted on the central face of this very photo
+(rejects hair, beard, glasses frames, hats, clothes: whatever is far from the person's own skin
+in chroma or much darker than it), and the face parts from the 478 landmarks. Eyes, brows, lips
+and nostrils are texture of their own: trusted whatever their colour; the mouth opening (teeth,
+tongue) never is. The result is eroded a little so that pixels mixing skin with an occluder at
+its border do not count.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .correspondence import FACE_OVAL
+from .skin_mask import part_masks, skin_mask
+
+NOSE_TIP = 1
+CENTRAL_SCALE = 0.7  # the colour model is fitted inside the face oval shrunk by this around the nose
+CHI2_KEEP = 7.38  # 97.5% quantile of chi-square with 2 dof: robust re-estimation keeps these
+CHROMA_RAMP = (2.5, 4.0)  # Mahalanobis distance in chroma: full trust below, none above
+CHROMA_FLOOR = 0.03  # minimum chroma std (log ratio): JPEG-flat faces must not give a razor-thin model
+DARKER_RAMP = (0.55, 0.95)  # log luminance below the face's median: shadowed skin .. hair / stubble
+BRIGHTER_RAMP = (0.5, 0.8)  # log luminance above it: blow-outs
+PERSON_RAMP = (0.3, 0.7)  # selfie-segmentation probability
+BORDER_ERODE = 0.012  # of the face size: pixels mixing skin with an occluder are left out
+THIN_DARK = (0.15, 0.3)  # log-luminance black-hat: glasses frames, strands of hair, stubble
+THIN_DARK_SIZE = 0.04  # of the face size: the widest structure the black-hat picks out
+ROUGH = (0.06, 0.12)  # local std of log luminance: skin is smooth, hair and beard are not
+ROUGH_SIZE = 0.015  # of the face size: the scale of that texture measure
+BELOW_CHIN = (0.1, 0.25)  # of the face height below the chin: the neck fades out (collars)
+CHIN = 152
+
+
+def _features(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chroma (..., 2) = log(R/G), log(B/G) and log luminance (...) of float RGB in [0, 1]."""
+    c = np.maximum(rgb.astype(np.float32), 1.0 / 255)
+    chroma = np.stack([np.log(c[..., 0] / c[..., 1]), np.log(c[..., 2] / c[..., 1])], -1)
+    return chroma, np.log(c @ np.array([0.299, 0.587, 0.114], np.float32))
+
+
+def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """1 below ``lo``, 0 above ``hi``, linear between."""
+    return np.clip((hi - x) / (hi - lo), 0.0, 1.0)
+
+
+@dataclass
+class SkinColourModel:
+    """Gaussian in log-chroma (robust mean and covariance) plus the median log luminance."""
+
+    mean: np.ndarray  # (2,)
+    cov: np.ndarray  # (2, 2)
+    log_luma: float
+
+    @staticmethod
+    def fit(rgb: np.ndarray) -> SkinColourModel:
+        """From (N, 3) float RGB in [0, 1] of mostly-skin pixels: re-estimate on the inliers
+        (Mahalanobis within the 97.5% quantile) a few times, starting from median and MAD, so a
+        fringe, stubble or a highlight inside the sample does not move the model."""
+        chroma, luma = _features(rgb)
+        mean = np.median(chroma, 0)
+        mad = 1.4826 * np.median(np.abs(chroma - mean), 0)
+        cov = np.diag(np.maximum(mad, CHROMA_FLOOR) ** 2)
+        keep = np.ones(len(chroma), bool)
+        for _ in range(4):
+            d2 = _mahalanobis2(chroma, mean, cov)
+            keep = d2 < CHI2_KEEP
+            if keep.sum() < 10:
+                break
+            mean = chroma[keep].mean(0)
+            # Truncating at the 97.5% quantile shrinks a Gaussian's covariance by P(chi2_4 < c) / 0.975.
+            p4 = 1 - np.exp(-CHI2_KEEP / 2) * (1 + CHI2_KEEP / 2)
+            cov = np.cov(chroma[keep].T) * 0.975 / p4 + np.eye(2) * CHROMA_FLOOR ** 2
+        return SkinColourModel(mean, cov, float(np.median(luma[keep])))
+
+    def probability(self, rgb: np.ndarray) -> np.ndarray:
+        """Soft skin membership in [0, 1] of float RGB (..., 3)."""
+        chroma, luma = _features(rgb)
+        d = np.sqrt(_mahalanobis2(chroma, self.mean, self.cov))
+        rel = luma - self.log_luma
+        return _ramp(d, *CHROMA_RAMP) * _ramp(-rel, *DARKER_RAMP) * _ramp(rel, *BRIGHTER_RAMP)
+
+    def tone(self) -> np.ndarray:
+        """The modelled skin colour, RGB float in [0, 1] (median luminance, mean chroma)."""
+        ratio = np.array([np.exp(self.mean[0]), 1.0, np.exp(self.mean[1])])
+        return np.clip(ratio * np.exp(self.log_luma) / (ratio @ [0.299, 0.587, 0.114]), 0, 1)
+
+
+def _mahalanobis2(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    diff = x - mean
+    return np.einsum("...i,ij,...j->...", diff, np.linalg.inv(cov), diff)
+
+
+@dataclass
+class SkinTrust:
+    """Per photo pixel: may it colour skin texels?"""
+
+    trust: np.ndarray  # (H, W) float32 in [0, 1]
+    parts: np.ndarray  # (H, W) bool: eyes, brows, lips, nostrils (texture of their own)
+    person: np.ndarray  # (H, W) float32 selfie-segmentation probability
+    colour: SkinColourModel
+
+
+class PersonSegmenter:
+    """MediaPipe selfie segmentation (general 256x256 model). Not thread-safe inside, so calls
+    are serialised; build once and reuse, ``close()`` when done."""
+
+    def __init__(self):
+        from .detection import _import_mediapipe
+
+        mp = _import_mediapipe()
+        self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        self._lock = threading.Lock()
+
+    def segment(self, rgb: np.ndarray) -> np.ndarray:
+        """Person probability (H, W) float32 for an RGB uint8 image."""
+        with self._lock:
+            mask = self._model.process(np.ascontiguousarray(rgb)).segmentation_mask
+        return np.clip(mask, 0, 1).astype(np.float32)
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+
+def central_face(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bool (H, W): the face oval shrunk around the nose tip, minus eyes, brows and mouth: the
+    cheeks, nose and lower forehead the colour model is fitted on."""
+    centre = landmarks[NOSE_TIP]
+    shrunk = landmarks.copy()
+    shrunk[FACE_OVAL] = centre + CENTRAL_SCALE * (landmarks[FACE_OVAL] - centre)
+    return skin_mask(shrunk, height, width, margin=0.03) & skin_mask(landmarks, height, width, margin=0.03)
+
+
+def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray) -> SkinTrust:
+    """Trusted-skin weights of photo ``rgb`` for the face of 478 ``landmarks`` given the
+    ``person`` probability map."""
+    height, width = rgb.shape[:2]
+    photo = rgb.astype(np.float32) / 255
+    person_w = 1 - _ramp(person, *PERSON_RAMP)
+    sample = central_face(landmarks, height, width) & (person_w > 0.5)
+    if sample.sum() < 50:  # tiny or odd face: fall back to the whole landmark skin region
+        sample = skin_mask(landmarks, height, width)
+    colour = SkinColourModel.fit(photo[sample])
+    parts, openings = part_masks(landmarks, height, width)
+    face_size = float(np.ptp(landmarks[FACE_OVAL], axis=0).max())
+    luma = np.log(np.maximum(photo @ np.array([0.299, 0.587, 0.114], np.float32), 1 / 255))
+    skin = (colour.probability(photo) * _ramp(_thin_dark(luma, face_size), *THIN_DARK)
+            * _ramp(_roughness(luma, face_size), *ROUGH))
+    trust = np.where(parts, 1.0, skin) * person_w * ~openings * _below_chin(landmarks, height, width)
+    trust = _connected_to(trust, sample)
+    radius = max(1, int(round(BORDER_ERODE * face_size)))
+    trust = cv2.erode(trust.astype(np.float32), _disc(radius))
+    return SkinTrust(trust, parts, person.astype(np.float32), colour)
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+
+
+def _thin_dark(luma: np.ndarray, face_size: float) -> np.ndarray:
+    """Black-hat of log luminance: how much darker a pixel is than its surroundings once thin
+    dark structures (frames, strands, stubble; up to THIN_DARK_SIZE wide) are closed over."""
+    radius = max(1, int(round(THIN_DARK_SIZE * face_size / 2)))
+    return cv2.morphologyEx(luma, cv2.MORPH_BLACKHAT, _disc(radius))
+
+
+def _roughness(luma: np.ndarray, face_size: float) -> np.ndarray:
+    """Local standard deviation of log luminance around its smoothed self, at ROUGH_SIZE."""
+    sigma = max(0.7, ROUGH_SIZE * face_size)
+    detail = luma - cv2.GaussianBlur(luma, (0, 0), sigma)
+    return np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), sigma))
+
+
+def _below_chin(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) weight fading out below the chin along the face's vertical axis: collars and
+    clothes below the neck often have skin-like colours."""
+    chin, top = landmarks[CHIN], landmarks[FACE_OVAL[0]]
+    axis = chin - top
+    face_height = float(np.linalg.norm(axis))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    below = ((xs - chin[0]) * axis[0] + (ys - chin[1]) * axis[1]) / max(face_height, 1e-6) ** 2
+    return _ramp(below, *BELOW_CHIN).astype(np.float32)
+
+
+def _connected_to(trust: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """``trust`` kept only on the connected regions (trust > 0.3) that touch ``seed``: skin-coloured
+    things apart from the face (clothes, other people, the background) do not count."""
+    count, labels = cv2.connectedComponents((trust > 0.3).astype(np.uint8), connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[seed & (labels > 0)])] = True
+    keep[0] = False
+    return (trust * keep[labels]).astype(np.float32)
