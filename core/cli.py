@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="which face when there are several (0 = largest); default the largest")
         p.add_argument("--detector", choices=("mediapipe", "insightface"), default="mediapipe")
         p.add_argument("--no-glb", action="store_true", help="write OBJ only")
+        p.add_argument("--scalp", choices=("skin", "hair"), default="skin",
+                       help="scalp colour: the skin tone (default) or the photo's hair colour (a cap)")
 
     rec = sub.add_parser("reconstruct", help="reconstruct heads from photos")
     rec.add_argument("inputs", nargs="*", type=Path, help="image files or folders of images: one head each")
@@ -90,9 +92,10 @@ def run(inputs: list, names: list[str], args: argparse.Namespace, people: int = 
     """Reconstruct each input (a photo, or a list of one person's photos) into ``<out>/<name>/``;
     the last ``people`` inputs are people, named after their folder."""
     from .pipeline import Pipeline, preset_settings
+    from .texture import TextureSettings
 
     settings = preset_settings(args.preset, device=args.device, face_index=args.face_index,
-                               detector=args.detector)
+                               detector=args.detector, texture=TextureSettings(scalp=args.scalp))
     formats = ("obj",) if args.no_glb else ("obj", "glb")
     pipeline = Pipeline(detector_backend=args.detector)
     failures: list[tuple[str, str]] = []

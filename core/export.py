@@ -381,9 +381,10 @@ def _jsonable(value):
 
 
 def preview_image(rec: Reconstruction, size: int = PREVIEW_SIZE) -> np.ndarray:
-    """(n * size, 3 * size, 3) uint8, one row per photo used, side by side around the face: the
+    """(n * size, 4 * size, 3) uint8, one row per photo used, side by side around the face: the
     photo | the photo with the fitted mesh overlaid and the fitted model's 68 landmarks as dots |
-    the mesh shaded alone."""
+    the mesh shaded alone | the photo with the pixels not trusted as skin (which never colour the
+    albedo) dimmed purple."""
     return np.concatenate([_preview_row(rec.model, view, size) for view in rec.photos or [rec]])
 
 
@@ -407,7 +408,19 @@ def _preview_row(model: FaceModel, rec: Reconstruction | PhotoFit, size: int) ->
     # PIL puts pixel centres at integers, our convention at half-integers
     for x, y in (np.asarray(rec.landmarks68_2d, float) - [x0, y0]) * scale - 0.5:
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(40, 230, 90))
-    return np.concatenate([photo, np.asarray(overlay_img), np.clip(alone, 0, 255).astype(np.uint8)], axis=1)
+    panels = [photo, np.asarray(overlay_img), np.clip(alone, 0, 255).astype(np.uint8)]
+    return np.concatenate(panels + [_trust_panel(rec, (x0, y0, side), photo)], axis=1)
+
+
+def _trust_panel(rec: Reconstruction | PhotoFit, crop: tuple[int, int, int], photo: np.ndarray) -> np.ndarray:
+    """The cropped ``photo`` with untrusted pixels (``rec.skin_trust`` low) dimmed and tinted."""
+    x0, y0, side = crop
+    trust = rec.skin_trust if rec.skin_trust is not None else np.ones(rec.image.shape[:2], np.float32)
+    mask = Image.fromarray(np.clip(trust * 255, 0, 255).astype(np.uint8))
+    mask = mask.crop((x0, y0, x0 + side, y0 + side))
+    t = np.asarray(mask.resize(photo.shape[1::-1], Image.Resampling.BILINEAR), np.float32)[..., None] / 255
+    shown = photo * (0.25 + 0.75 * t) + (1 - t) * np.array([70.0, 0.0, 70.0])
+    return np.clip(shown, 0, 255).astype(np.uint8)
 
 
 def _preview_crop(rec: Reconstruction | PhotoFit) -> tuple[int, int, int]:

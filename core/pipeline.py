@@ -245,7 +245,8 @@ class Pipeline:
                 fitted[i] = result
         with _timed(timings, "texture"):
             progress.stage("texture")
-            texture = self._texture(photos, [f.params for f in fitted], settings.texture_size, settings.texture)
+            texture = self._texture(photos, [f.params for f in fitted], settings.texture_size,
+                                    settings.texture)
         progress.check()  # stages check at their start; this one has no steps of its own
         fits = [p.fit(self.model, c, f) for p, c, f in zip(photos, coarse, fitted)]
         rec = self._result(fits, dropped, texture, timings)

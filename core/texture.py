@@ -23,10 +23,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
-
 import scipy.sparse
 import scipy.sparse.linalg
+import torch
 
 from .face_model import SKIN_POLYGONS, FaceModel
 from .params import FaceParams
@@ -44,6 +43,7 @@ SMOOTHNESS = 2.0  # mesh-Laplacian weight of the fill (larger: smoother, reaches
 TONE_PULL = 0.02  # pull of the fill towards the skin tone far from seen texels
 VARIATION_SPACINGS_M = (0.04, 0.015)  # lattice spacings of the fill's variation (two octaves)
 SCALP_MODES = ("skin", "hair")
+DEFAULT_TONE = np.array([0.75, 0.57, 0.48])  # only when not one skin texel was seen
 
 
 @dataclass
@@ -269,8 +269,10 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
     weight = (visibility * trust * inlier).astype(np.float32)
     hair_texels = (scalp_weight(model, surface) > 0.5) & (visibility > 0.3) & (trust < 0.05) & (person > 0.5)
     hair = np.median(albedo[hair_texels], 0) if hair_texels.sum() >= 20 else None
-    return Unwrap((albedo * (weight > 0)[..., None]).astype(np.float32), weight, visibility.astype(np.float32),
-                  observed.astype(np.float32), parts.astype(np.float32), hair)
+    albedo = (albedo * (weight > 0)[..., None]).astype(np.float32)
+    density = params.camera.focal / np.maximum(texel_pos[..., 2], 1e-6) * seen
+    return Unwrap(albedo, weight, visibility.astype(np.float32), observed.astype(np.float32),
+                  parts.astype(np.float32), density.astype(np.float32), hair)
 
 
 def _mesh_laplacian(faces: np.ndarray, num_vertices: int) -> scipy.sparse.csr_matrix:
@@ -309,38 +311,50 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
     settings = settings or TextureSettings()
     if settings.scalp not in SCALP_MODES:
         raise ValueError(f"scalp must be one of {SCALP_MODES}, not {settings.scalp!r}")
-    weight = evidence.weight
-    mirrored_w = mirror_atlas(weight)
-    gain = np.clip(mirrored_w - weight, 0, 1)
-    known = np.clip(weight + gain, 0, 1).astype(np.float32)
-    albedo = (evidence.albedo * weight[..., None] + mirror_atlas(evidence.albedo) * gain[..., None]) / np.maximum(
-        weight + gain, 1e-8)[..., None]
+    gain = np.clip(mirror_atlas(evidence.weight) - evidence.weight, 0, 1)
+    known = np.clip(evidence.weight + gain, 0, 1).astype(np.float32)
+    weighted = evidence.albedo * evidence.weight[..., None] + mirror_atlas(evidence.albedo) * gain[..., None]
+    albedo = weighted / np.maximum(known, 1e-8)[..., None]
 
     skin = known * (1 - np.maximum(evidence.parts, mirror_atlas(evidence.parts)))
-    tone = _weighted_median(albedo, skin) if skin.sum() > 1 else np.array([0.75, 0.57, 0.48])
-    num_vertices = int(surface.faces.max()) + 1
-    area = surface.splat(np.ones(known.shape + (1,), np.float32), num_vertices)[:, 0]
-    data_w = surface.splat(known[..., None], num_vertices)[:, 0] / np.maximum(area, 1e-8)
-    data = surface.splat(albedo * known[..., None], num_vertices) / np.maximum(area, 1e-8)[:, None]
-    prior = np.tile(tone, (num_vertices, 1))
-    if settings.scalp == "hair" and evidence.hair is not None:
-        scalp = surface.splat(scalp_weight(model, surface)[..., None], num_vertices)[:, 0] / np.maximum(area, 1e-8)
-        prior = prior * (1 - scalp[:, None]) + evidence.hair * scalp[:, None]
-        data_w, data = data_w * (1 - scalp), data * (1 - scalp[:, None])
-    system = (scipy.sparse.diags(data_w + TONE_PULL) + SMOOTHNESS * _mesh_laplacian(surface.faces, num_vertices))
-    field = scipy.sparse.linalg.spsolve(system.tocsc(), data + TONE_PULL * prior)
-    seen_v = data_w > 0.8
-    spread = np.std(np.log(np.maximum(_luminance(data[seen_v] / data_w[seen_v, None]), 1e-3))) if seen_v.sum() > 10 else 0
-    field = field * _variation(model.neutral[:num_vertices], float(np.clip(0.5 * spread, 0.01, 0.03)))
-    fill = surface.interpolate(field.astype(np.float32))
+    tone = _weighted_median(albedo, skin) if skin.sum() > 1 else DEFAULT_TONE
+    scalp = scalp_weight(model, surface) if settings.scalp == "hair" and evidence.hair is not None else None
+    fill = surface.interpolate(_fill_field(model, surface, albedo, known, tone, scalp, evidence.hair))
 
-    sigma = max(1.0, FEATHER * known.shape[0])
-    alpha = np.minimum(known, cv2.GaussianBlur(known, (0, 0), sigma))
-    if settings.scalp == "hair" and evidence.hair is not None:
-        alpha = alpha * (1 - scalp_weight(model, surface))
+    alpha = np.minimum(known, cv2.GaussianBlur(known, (0, 0), max(1.0, FEATHER * known.shape[0])))
+    if scalp is not None:
+        alpha = alpha * (1 - scalp)
     out = alpha[..., None] * albedo + (1 - alpha[..., None]) * fill
     covered = (surface.face_id >= 0).astype(np.float32)
     return np.clip(push_pull_fill(out * covered[..., None], covered), 0, 1)  # gutter for filtering
+
+
+def _fill_field(model: FaceModel, surface: UVSurface, albedo: np.ndarray, known: np.ndarray,
+                tone: np.ndarray, scalp: np.ndarray | None, hair: np.ndarray | None) -> np.ndarray:
+    """Per-vertex colour (V, 3) for unseen skin: minimises the misfit to the seen texels (splatted
+    onto the vertices) plus SMOOTHNESS times the mesh Laplacian energy plus a weak pull to the
+    skin ``tone`` (or ``hair`` where ``scalp``), times a low-frequency variation. Solved on the
+    mesh, so it does not know UV seams."""
+    num_vertices = int(surface.faces.max()) + 1
+    area = np.maximum(surface.splat(np.ones(known.shape + (1,), np.float32), num_vertices)[:, 0], 1e-8)
+    data_w = surface.splat(known[..., None], num_vertices)[:, 0] / area
+    data = surface.splat(albedo * known[..., None], num_vertices) / area[:, None]
+    prior = np.tile(tone, (num_vertices, 1))
+    pull = np.full(num_vertices, TONE_PULL)
+    if scalp is not None:  # the scalp is held to the hair colour as firmly as seen data holds skin
+        on_scalp = surface.splat(scalp[..., None], num_vertices)[:, 0] / area
+        prior = prior * (1 - on_scalp[:, None]) + hair * on_scalp[:, None]
+        pull = TONE_PULL + on_scalp
+        data_w, data = data_w * (1 - on_scalp), data * (1 - on_scalp[:, None])
+    laplacian = _mesh_laplacian(surface.faces, num_vertices)
+    system = scipy.sparse.diags(data_w + pull) + SMOOTHNESS * laplacian
+    field = scipy.sparse.linalg.spsolve(system.tocsc(), data + pull[:, None] * prior)
+    seen = data_w > 0.8
+    spread = 0.0
+    if seen.sum() > 10:
+        spread = float(np.std(np.log(np.maximum(_luminance(data[seen] / data_w[seen, None]), 1e-3))))
+    variation = _variation(model.neutral[:num_vertices], float(np.clip(0.5 * spread, 0.01, 0.03)))
+    return (field * variation).astype(np.float32)
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -172,8 +172,8 @@ def test_glb_has_texture_and_seam_split_mesh(tmp_path, face_model):
 
 def test_preview_image(rec):
     preview = export.preview_image(rec, size=256)
-    assert preview.shape == (256, 768, 3) and preview.dtype == np.uint8
-    photo, overlay, alone = preview[:, :256], preview[:, 256:512], preview[:, 512:]
+    assert preview.shape == (256, 1024, 3) and preview.dtype == np.uint8
+    photo, overlay, alone = preview[:, :256], preview[:, 256:512], preview[:, 512:768]
     head = (alone != 40).any(axis=2)
     assert 0.1 < head.mean() < 0.9  # the head fills a good part of the frame, not all of it
     assert (overlay[head] != photo[head]).any(axis=1).mean() > 0.9
@@ -213,7 +213,7 @@ def test_save_reconstruction_writes_everything(rec, tmp_path):
     with Image.open(out / f"{stem}_displacement.png") as image:
         decoded = (np.asarray(image).astype(np.float64) - 32768) * 0.001
     np.testing.assert_allclose(decoded, rec.detail.displacement_mm, atol=0.0005 + 1e-6)
-    assert Image.open(out / f"{stem}_preview.png").size == (3 * export.PREVIEW_SIZE, export.PREVIEW_SIZE)
+    assert Image.open(out / f"{stem}_preview.png").size == (4 * export.PREVIEW_SIZE, export.PREVIEW_SIZE)
 
 
 def test_save_reconstruction_formats(rec, tmp_path):

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from core.skin_mask import face_mask
 from core.texture import mirror_atlas, push_pull_fill, uv_surface
 
 
@@ -37,3 +38,82 @@ def test_uv_surface_covers_face_and_mirrors(face_model):
     err = np.abs(pos[tile][:, 0] + mirrored[tile][:, 0])
     assert np.median(err) < 1e-3  # metres
     assert np.allclose(surface.bary[covered].sum(-1), 1, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# What may colour skin, and what the completion puts where nothing trusted was seen
+# (real photo 000002.jpg: red hair, light background, shared with the pipeline tests).
+
+
+def _projected_pixels(rec, surface):
+    verts_cam = rec.params.to_camera(rec.vertices.astype(np.float64))
+    texel_pos = surface.interpolate(verts_cam)
+    uv = rec.params.camera.project(np.where(texel_pos[..., 2:] > 0, texel_pos, 1).reshape(-1, 3))
+    return uv.reshape(texel_pos.shape[:2] + (2,))
+
+
+def test_skin_trust_rejects_background_and_hair(fast_reconstruction, pipeline):
+    rec = fast_reconstruction
+    lm = rec.detected_landmarks
+    trust = rec.skin_trust
+    person = pipeline.segmenter.segment(rec.image)
+    assert trust.shape == rec.image.shape[:2]
+    assert trust[person < 0.2].max() == 0  # no background pixel is skin
+    cheek = np.round(lm[[50, 280]]).astype(int)  # MediaPipe cheek points
+    assert (trust[cheek[:, 1], cheek[:, 0]] > 0.9).all()
+    # This subject's hair is red: strongly red person pixels outside the face oval are hair.
+    img = rec.image.astype(int)
+    hair = (person > 0.5) & (img[..., 0] > img[..., 1] + 70) & ~face_mask(lm, *trust.shape)
+    assert hair.sum() > 1000 and trust[hair].mean() < 0.02
+
+
+def test_texels_seen_through_non_skin_are_untrusted(fast_reconstruction, pipeline):
+    import cv2
+
+    rec = fast_reconstruction
+    surface = pipeline.uv_surface(rec.albedo.shape[0])
+    px = np.floor(_projected_pixels(rec, surface)).astype(int)
+    h, w = rec.image.shape[:2]
+    inside = (px[..., 0] >= 0) & (px[..., 0] < w) & (px[..., 1] >= 0) & (px[..., 1] < h)
+    # The most trust any pixel a texel's bilinear lookup can touch has (3x3 neighbourhood).
+    nearby = cv2.dilate(rec.skin_trust, np.ones((3, 3), np.uint8))
+    reachable = np.zeros(inside.shape, np.float32)
+    reachable[inside] = nearby[px[inside][:, 1], px[inside][:, 0]]
+    visible = rec.albedo_visibility > 0.5
+    assert (visible & (reachable == 0)).sum() > 1000  # hair, background, neck below the collar
+    assert rec.albedo_trust[reachable == 0].max() == 0  # none of those texels is trusted
+    assert (rec.albedo_trust[visible & (reachable > 0.99)] > 0.5).mean() > 0.7  # most skin is
+
+
+def test_scalp_is_skin_tone_not_hair_and_hair_mode_keeps_hair(fast_reconstruction, pipeline):
+    from core.detection import detect_face
+    from core.texture import TextureSettings, build_texture, scalp_weight
+
+    rec = fast_reconstruction
+    surface = pipeline.uv_surface(rec.albedo.shape[0])
+    scalp = scalp_weight(rec.model, surface) > 0.9
+    trusted = rec.albedo_trust > 0.8
+    tone = np.median(rec.albedo[trusted].astype(float), 0)
+    skin_scalp = np.median(rec.albedo[scalp].astype(float), 0)
+    skin = pipeline.skin_trust(rec.image, detect_face(rec.image, detector=pipeline.detector))
+    hair_mode = build_texture(rec.model, rec.image, rec.params, rec.albedo.shape[0], surface, skin,
+                              TextureSettings(scalp="hair"))
+    hair_scalp = np.median(hair_mode.albedo[scalp].astype(float), 0)
+    assert np.abs(skin_scalp - tone).max() < 20  # default: the person's skin tone on the scalp
+    assert np.abs(hair_scalp - tone).max() > 40  # "hair": the photo's (red) hair colour instead
+    assert hair_scalp[0] > hair_scalp[1] + 30  # red, as on this photo
+
+
+def test_background_colour_never_reaches_the_albedo(pipeline):
+    """Paint the background pure green: not one texel of the albedo may come out green."""
+    from conftest import face_photo
+
+    from core.image_io import load_image
+    from core.pipeline import preset_settings
+
+    rgb = load_image(face_photo("000002.jpg")).rgb.copy()
+    rgb[pipeline.segmenter.segment(rgb) < 0.5] = (0, 255, 0)
+    rec = pipeline.run(rgb, preset_settings("fast", texture_size=256))
+    albedo = rec.albedo.astype(int)
+    greenish = (albedo[..., 1] > albedo[..., 0] + 40) & (albedo[..., 1] > albedo[..., 2] + 40)
+    assert greenish.sum() == 0
