@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .correspondence import FACE_OVAL
+from .native_log import quiet_mediapipe
 from .skin_mask import part_masks, skin_mask
 
 NOSE_TIP = 1
@@ -110,13 +111,16 @@ class PersonSegmenter:
     """MediaPipe selfie segmentation (general 256x256 model). Not thread-safe inside, so calls
     are serialised; build once and reuse, ``close()`` when done."""
 
+    @quiet_mediapipe.wrap
     def __init__(self):
-        from .detection import _import_mediapipe
+        from .detection import _import_mediapipe, _opened
 
         mp = _import_mediapipe()
         self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
         self._lock = threading.Lock()
+        _opened(self._model)
 
+    @quiet_mediapipe.wrap
     def segment(self, rgb: np.ndarray) -> np.ndarray:
         """Person probability (H, W) float32 for an RGB uint8 image."""
         with self._lock:
