@@ -258,6 +258,20 @@ class Pipeline:
         timings["total"] = sum(timings.values())
         return rec
 
+    def fit_photo(self, image, settings: Settings, identity: np.ndarray, albedo: np.ndarray | None = None,
+                  progress: Progress | None = None) -> PhotoFit:
+        """One more photo of an already reconstructed person: the identity (and, given, the uint8
+        skin-atlas albedo) stay frozen; pose, expression, camera and light are fitted."""
+        progress = progress or Progress()
+        photo = self._observe(image, 0, 1, settings, progress, {})
+        coarse = self._joint_landmarks([photo], settings.regression, identity)[0]
+        fitted = RefinementResult(coarse, {})
+        if settings.refinement.iterations > 0 and photo.detection.is_dense:
+            view = View(photo.rgb, photo.target, photo.detection)
+            fitted = refine_joint(self.model, [view], [coarse], self.surface_points(100), settings.refinement,
+                                  settings.device, progress, fixed_identity=True, fixed_albedo=albedo)[0]
+        return photo.fit(self.model, coarse, fitted)
+
     def _observe(self, item, index: int, count: int, settings: Settings, progress: Progress,
                  timings: dict[str, float]) -> _Photo:
         """Load and detect one photo, and fit its landmarks on its own."""

@@ -220,18 +220,22 @@ def refine(model: FaceModel, rgb: np.ndarray, coarse: FaceParams, target: Landma
 
 def refine_joint(model: FaceModel, views: list[View], coarse: list[FaceParams], points: SurfacePoints,
                  settings: RefinementSettings, device: str = "auto", progress: Progress | None = None,
-                 fixed_identity: bool = False) -> list[RefinementResult]:
+                 fixed_identity: bool = False,
+                 fixed_albedo: np.ndarray | None = None) -> list[RefinementResult]:
     """Refine several photos of one face together: one identity (and coarse skin albedo) shared
     by all, pose, expression and light per photo. ``coarse`` must share its identity; with
-    ``fixed_identity`` it stays as given. Returns one result per photo (lowest joint energy seen)."""
+    ``fixed_identity`` it stays as given, and a ``fixed_albedo`` (a uint8 skin-atlas texture) is
+    rendered as it is instead of fitting the coarse one: a new photo of an already fitted person.
+    Returns one result per photo (lowest joint energy seen)."""
     dev = select_device(device)
     with cpu_threads(1, dev):
-        return _refine(model, views, coarse, points, settings, dev, progress or Progress(), fixed_identity)
+        return _refine(model, views, coarse, points, settings, dev, progress or Progress(), fixed_identity,
+                       fixed_albedo)
 
 
 def _refine(model: FaceModel, views: list[View], coarse: list[FaceParams], points: SurfacePoints,
             settings: RefinementSettings, dev: torch.device, progress: Progress,
-            fixed_identity: bool) -> list[RefinementResult]:
+            fixed_identity: bool, fixed_albedo: np.ndarray | None) -> list[RefinementResult]:
     skin = _SkinModel(model, dev)
     objs = [_Objective(skin, view, points, c.camera, settings, dev, 1 / len(views))
             for view, c in zip(views, coarse)]
@@ -245,8 +249,11 @@ def _refine(model: FaceModel, views: list[View], coarse: list[FaceParams], point
     ts = [param(c.translation, geometry) for c in coarse]
     expressions = [param(c.expression, geometry) for c in coarse]
     shs = [param(ambient_sh(1.0)) for _ in coarse]
-    albedo = _initial_albedo(objs).requires_grad_(True)
-    groups = [{"params": [*shs, albedo], "lr": settings.lr_light}]
+    if fixed_albedo is None:
+        albedo = _initial_albedo(objs).requires_grad_(True)
+    else:
+        albedo = torch.from_numpy(fixed_albedo.astype(np.float32) / 255).to(dev)
+    groups = [{"params": [*shs] + ([albedo] if albedo.requires_grad else []), "lr": settings.lr_light}]
     if geometry:
         groups += [
             {"params": rots, "lr": settings.lr_pose},
@@ -294,3 +301,18 @@ def _refine(model: FaceModel, views: list[View], coarse: list[FaceParams], point
                    | {f"{k}_after": v for k, v in final_terms[i].items()})
         results.append(RefinementResult(params, metrics))
     return results
+
+
+def render_fit(model: FaceModel, view: View, params: FaceParams, albedo: np.ndarray, points: SurfacePoints,
+               resolution: int, device: str = "auto") -> tuple[np.ndarray, np.ndarray, Crop]:
+    """The fitted skin with a uint8 skin-atlas ``albedo`` under ``params``' light, over the photo,
+    on the refinement's square crop of ``resolution`` pixels: (uint8 image, skin mask, crop)."""
+    dev = select_device(device)
+    settings = RefinementSettings(resolution=resolution)
+    obj = _Objective(_SkinModel(model, dev), view, points, params.camera, settings, dev)
+    with torch.no_grad():
+        values = [torch.as_tensor(np.asarray(v), dtype=torch.float32, device=dev) for v in
+                  (params.rotation, params.translation, params.identity, params.expression, params.sh)]
+        image, mask = obj.render(*values, torch.from_numpy(albedo.astype(np.float32) / 255).to(dev))
+        out = torch.where(mask[..., None], image.clamp(0, 1), obj.photo)
+    return (out.cpu().numpy() * 255 + 0.5).astype(np.uint8), mask.cpu().numpy(), obj.crop

@@ -1,0 +1,165 @@
+"""Several photos of one person: leave one photo out, fit it with the person frozen.
+
+People with at least three photos: ``../shared/faces/deepface`` (``identities.csv``) and the
+three views of ``../shared/faces/hrn/assets/examples/multi_view_images``. For each person and
+each of their photos L: reconstruct the person from all the other photos (several-photo
+identity and fused albedo), and, as the baseline, from each other photo alone (one-photo
+identity and albedo). Then fit L with identity and albedo frozen (only pose, expression, camera
+and light move; light on half of the skin) and report on L:
+
+- ``nme``: 68-landmark error of the fitted model against the detected landmarks (MediaPipe's
+  iBUG-68 subset), in percent of sqrt(w * h) of the detected landmarks' bounding box (AFLW-style
+  normalisation, by the detected landmarks: L has no ground truth);
+- ``photo``: photometric error (mean absolute RGB, 0..1) on the held-out checkerboard half of the
+  skin, which the light fit never saw;
+- ``likeness``: cosine similarity of face-recognition descriptors (face-api / dlib ResNet, also
+  used by the pipeline to drop other people but in no loss) of the render (frozen albedo, fitted
+  light, over the photo) and of photo L.
+
+A person counts as "better with several photos" when the several-photo identity wins on the
+mean over their left-out photos against the mean one-photo identity, for each number.
+
+    python benchmarks/multiphoto.py [--preset fast] [--people person01,hrn] [--gallery docs/images]
+    python benchmarks/multiphoto.py --speed      # balanced, 1, 2, 3 photos of one person: seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.correspondence import MP68  # noqa: E402
+from core.export import preview_image  # noqa: E402
+from core.identity import chip_transform, embed, five_points  # noqa: E402
+from core.pipeline import Pipeline, landmark_target, preset_settings  # noqa: E402
+from core.refinement import View, render_fit  # noqa: E402
+
+FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
+HRN = "hrn/assets/examples/multi_view_images"
+
+
+def people(faces: Path) -> dict[str, list[Path]]:
+    by_person: dict[str, list[Path]] = {}
+    with open(faces / "deepface" / "identities.csv") as f:
+        for row in csv.DictReader(f):
+            by_person.setdefault(row["person"], []).append(faces / "deepface" / row["file"])
+    by_person["hrn"] = sorted((faces / HRN).glob("*.jpg"))
+    return {k: v for k, v in by_person.items() if len(v) >= 3}
+
+
+@dataclass
+class Score:
+    nme: float
+    photo: float
+    likeness: float
+
+
+def evaluate(pipeline: Pipeline, photo: Path, identity: np.ndarray, albedo: np.ndarray, settings) -> Score:
+    """Fit ``photo`` with identity and albedo frozen; score landmarks, held-out skin, likeness."""
+    fit = pipeline.fit_photo(photo, settings, identity, albedo)
+    detected = fit.detected_landmarks[MP68]
+    w, h = np.ptp(detected[:, 0]), np.ptp(detected[:, 1])
+    nme = float(np.linalg.norm(fit.landmarks68_2d - detected, axis=1).mean() / np.sqrt(w * h) * 100)
+    detection = pipeline.detect(fit.image)
+    view = View(fit.image, landmark_target(detection, pipeline.correspondence), detection)
+    render, _, crop = render_fit(pipeline.model, view, fit.params, albedo, pipeline.surface_points(100),
+                                 settings.refinement.resolution, settings.device)
+    net = pipeline.identity_net
+    with torch.no_grad():
+        chip = chip_transform(crop.points(five_points(detection.landmarks)))
+        real = embed(net, torch.from_numpy(crop.image(fit.image).astype(np.float32) / 255), chip)
+        fake = embed(net, torch.from_numpy(render.astype(np.float32) / 255), chip)
+    return Score(nme, fit.metrics.get("heldout_photometric_after", np.nan), float(real @ fake))
+
+
+def mean(scores: list[Score]) -> Score:
+    return Score(*(float(np.mean([getattr(s, k) for s in scores])) for k in ("nme", "photo", "likeness")))
+
+
+def leave_one_out(pipeline: Pipeline, files: list[Path], settings, gallery: Path | None, name: str):
+    frozen = replace(settings, refinement=replace(settings.refinement, holdout=True))
+    singles = {f: pipeline.run(f, settings) for f in files}
+    rows = []
+    for left in files:
+        others = [f for f in files if f != left]
+        start = time.perf_counter()
+        several = pipeline.run(others, settings)
+        seconds = time.perf_counter() - start
+        multi = evaluate(pipeline, left, several.params.identity, several.albedo, frozen)
+        one = mean([evaluate(pipeline, left, singles[f].params.identity, singles[f].albedo, frozen)
+                    for f in others])
+        rows.append((left.name, multi, one, len(several.photos), seconds))
+        print(f"  {name} leave out {left.name}: several ({len(several.photos)} used, {seconds:.0f} s) "
+              f"nme {multi.nme:.2f} photo {multi.photo:.4f} like {multi.likeness:.3f} | one photo "
+              f"nme {one.nme:.2f} photo {one.photo:.4f} like {one.likeness:.3f}", flush=True)
+    if gallery is not None:
+        save_gallery(pipeline.run(files, settings), gallery / f"multiphoto_{name}.jpg")
+    return rows
+
+
+def save_gallery(rec, path: Path, row_height: int = 160) -> None:
+    """Per person: each used photo | the fit overlaid | the shaded head (one row per photo), and
+    the fused albedo below."""
+    preview = Image.fromarray(preview_image(rec, size=row_height))
+    albedo = Image.fromarray(rec.albedo).resize((preview.width, preview.width // 2), Image.Resampling.LANCZOS)
+    sheet = Image.new("RGB", (preview.width, preview.height + albedo.height))
+    sheet.paste(preview, (0, 0))
+    sheet.paste(albedo, (0, preview.height))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, quality=85)
+    print(f"  gallery: {path}")
+
+
+def speed(pipeline: Pipeline, files: list[Path]) -> None:
+    settings = preset_settings("balanced", device="cpu")
+    pipeline.run(files[0], preset_settings("fast", device="cpu"))  # warm up: JIT, detector, identity net
+    for n in range(1, len(files) + 1):
+        start = time.perf_counter()
+        rec = pipeline.run(files[:n], settings)
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in rec.timings.items() if k != "total")
+        print(f"balanced, {n} photo(s): {time.perf_counter() - start:.1f} s ({stages})", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=Path, default=FACES)
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--people", default="", help="comma-separated subset, e.g. person01,hrn")
+    parser.add_argument("--gallery", type=Path, default=None, help="folder for the per-person gallery JPEGs")
+    parser.add_argument("--speed", action="store_true")
+    args = parser.parse_args()
+    everyone = people(args.faces)
+    pipeline = Pipeline()
+    if args.speed:
+        speed(pipeline, everyone["hrn"])
+        return
+    chosen = args.people.split(",") if args.people else list(everyone)
+    settings = preset_settings(args.preset, device="cpu")
+    better = {"nme": 0, "photo": 0, "likeness": 0}
+    print("person | photos | several: nme % / held-out photo / likeness | one photo: same | better")
+    for name in chosen:
+        rows = leave_one_out(pipeline, everyone[name], settings, args.gallery, name)
+        multi, one = mean([r[1] for r in rows]), mean([r[2] for r in rows])
+        wins = {"nme": multi.nme < one.nme, "photo": multi.photo < one.photo,
+                "likeness": multi.likeness > one.likeness}
+        for key, won in wins.items():
+            better[key] += won
+        print(f"{name} | {len(rows)} | {multi.nme:.2f} / {multi.photo:.4f} / {multi.likeness:.3f} | "
+              f"{one.nme:.2f} / {one.photo:.4f} / {one.likeness:.3f} | "
+              f"{', '.join(k for k, v in wins.items() if v) or '-'}", flush=True)
+    for key, count in better.items():
+        print(f"several-photo identity better on the left-out photo ({key}): {count} of {len(chosen)} people")
+
+
+if __name__ == "__main__":
+    main()
