@@ -2,23 +2,23 @@
 
 Each photo is written to ``<out>/<photo name>/``. ``--person FOLDER`` makes one head from all
 photos in the folder (``<out>/<folder name>/``), ``--people ROOT`` one head per subfolder of ROOT.
-A failed photo or person is reported and skipped, the others are still done, and the exit status
-is 1 when any failed (2 for bad arguments). Photos left out of a person are listed as warnings.
+A failed photo or person is reported and skipped, the others are still done (core/batch.py), and
+the exit status is 1 when any failed, 2 for bad arguments, 130 when stopped by Ctrl-C or SIGTERM.
+Photos left out of a person are listed as warnings.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .errors import Cancelled, LikenessError
+from .errors import LikenessError
 from .progress import Progress
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
         p.add_argument("--preset", choices=("fast", "balanced", "quality"), default="balanced")
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-        p.add_argument("--face-index", type=int, default=None,
+        p.add_argument("--face-index", type=face_index, default=None,
                        help="which face when there are several (0 = largest); default the largest")
         p.add_argument("--detector", choices=("mediapipe", "insightface"), default="mediapipe")
         p.add_argument("--no-glb", action="store_true", help="write OBJ only")
@@ -79,60 +79,47 @@ class _Bar:
             self.bar = None
 
 
-def _unique_dir(out: Path, name: str, used: set[str]) -> Path:
-    candidate, n = name, 1
-    while candidate in used:
-        n += 1
-        candidate = f"{name}_{n}"
-    used.add(candidate)
-    return out / candidate
-
-
 def run(inputs: list, names: list[str], args: argparse.Namespace, people: int = 0) -> int:
     """Reconstruct each input (a photo, or a list of one person's photos) into ``<out>/<name>/``;
     the last ``people`` inputs are people, named after their folder."""
-    from .pipeline import Pipeline, preset_settings
-    from .texture import TextureSettings
+    from .batch import PhotoDone, run_batch
 
-    settings = preset_settings(args.preset, device=args.device, face_index=args.face_index,
-                               detector=args.detector, texture=TextureSettings(scalp=args.scalp))
     formats = ("obj",) if args.no_glb else ("obj", "glb")
-    pipeline = Pipeline(detector_backend=args.detector)
-    failures: list[tuple[str, str]] = []
-    used: set[str] = set()
-    start = time.perf_counter()
-    for i, (item, name) in enumerate(zip(inputs, names), 1):
-        bar = _Bar(f"[{i}/{len(inputs)}] {name}")
-        progress = Progress(callback=bar)
-        try:
-            rec = pipeline.run(item, settings, progress)
-            rec.source = rec.source or name  # arrays (the demo photo) are named by the caller
-            if i > len(inputs) - people:
-                rec.person = name
-            folder = _unique_dir(args.output, Path(name).stem, used)
-            written = rec.save(folder, formats=formats, progress=progress)
-            bar.close()
-            seconds = rec.timings.get("total", 0)
-            extra = f" from {len(rec.photos)} photo(s)" if isinstance(item, list) else ""
-            print(f"[{i}/{len(inputs)}] {name}: ok{extra} in {seconds:.1f} s -> {written[0].parent}")
-            for warning in rec.warnings:
-                print(f"    warning: {warning}")
-        except KeyboardInterrupt:
-            bar.close()
-            print(f"[{i}/{len(inputs)}] {name}: cancelled; nothing written for it. Stopping.")
-            failures.append((name, "cancelled"))
-            break
-        except (LikenessError, Cancelled) as exc:
-            bar.close()
-            print(f"[{i}/{len(inputs)}] {name}: FAILED: {exc}")
-            failures.append((name, str(exc)))
-    ok = len(inputs) - len(failures)
+
+    def setup():
+        from .pipeline import Pipeline, preset_settings
+        from .texture import TextureSettings
+
+        settings = preset_settings(args.preset, device=args.device, face_index=args.face_index,
+                                   detector=args.detector, texture=TextureSettings(scalp=args.scalp))
+        pipeline = Pipeline(detector_backend=args.detector)
+        pipeline.prepare(settings)
+
+        def work(name: str, item, folder: Path, label: str) -> PhotoDone:
+            bar = _Bar(label)
+            try:
+                progress = Progress(callback=bar)
+                rec = pipeline.run(item, settings, progress)
+                rec.source = rec.source or name  # arrays (the demo photo) are named by the caller
+                if isinstance(item, list):
+                    rec.person = name
+                written = rec.save(folder, formats=formats, progress=progress)
+            finally:
+                bar.close()
+            note = f" from {len(rec.photos)} photo(s)" if isinstance(item, list) else ""
+            return PhotoDone(written[0].parent, rec.timings.get("total", 0.0), rec.warnings, note)
+
+        return work
+
     unit = "head(s)" if people else "photo(s)"
-    print(f"\n{ok} of {len(inputs)} {unit} done in {time.perf_counter() - start:.1f} s, "
-          f"{len(failures)} failed; results in {args.output}")
-    for name, reason in failures:
-        print(f"  {name}: {reason}")
-    return EXIT_FAILED if failures else EXIT_OK
+    return run_batch(list(zip(names, inputs, strict=True)), args.output, setup, unit)
+
+
+def face_index(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a face index: use 0 (the first face) or more")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,15 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run([example_photo()], ["astronaut"], args)
-        from .image_io import list_images, person_folders
+        from .image_io import person_folders, scan_images
 
-        files = list_images(args.inputs)
+        scan = scan_images(args.inputs, exclude=args.output)
         folders = args.person + (person_folders(args.people) if args.people else [])
     except LikenessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not files and not folders:
+    people = [scan_images(folder, exclude=args.output) for folder in folders]
+    for skipped in [scan.skipped] + [person.skipped for person in people]:
+        for path, reason in skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not scan.files and not folders:
         print("error: no image files found in the given inputs", file=sys.stderr)
         return EXIT_USAGE
-    people = [list_images(folder) for folder in folders]
-    return run(files + people, [f.name for f in files] + [f.name for f in folders], args, len(folders))
+    inputs = scan.files + [person.files for person in people]
+    return run(inputs, [f.name for f in scan.files] + [f.name for f in folders], args, len(folders))

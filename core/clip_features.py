@@ -18,7 +18,6 @@ Layer indices are 0-based, as in open_clip's ``forward_intermediates``:
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +70,13 @@ class ClipFeatureExtractor:
                 settings.model_name, pretrained=weights.checkpoint, device=self.device,
                 pretrained_text=False, cache_dir=settings.cache_dir, **kwargs,
             )
-        except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a damaged file raises EOFError, SafetensorError,
+            # UnpicklingError, RuntimeError, KeyError, ... depending on where it breaks
             raise AssetError(
-                f"Could not build CLIP model '{settings.model_name}' with {weights.source}: {exc}. "
-                f"Check that the checkpoint belongs to '{settings.model_name}' (open_clip format)."
+                f"Could not build CLIP model '{settings.model_name}' with {weights.source} "
+                f"({type(exc).__name__}: {exc}). The file is damaged, incomplete or not an open_clip "
+                f"checkpoint of '{settings.model_name}': delete it so that it is downloaded again, or set "
+                f"{ENV_CHECKPOINT} to a good copy."
             ) from exc
         preprocess = open_clip.get_model_preprocess_cfg(model)
         # Only the image tower is kept: the text tower would be dead weight (~40% of ViT-B/32).

@@ -32,3 +32,11 @@ class Cancelled(LikenessError):
 
 class PhotoSetError(LikenessError):
     """None of the photos given for one person could be used (each one's reason is listed)."""
+
+
+class SettingsError(LikenessError):
+    """A setting cannot work here (an unknown or unavailable device, an impossible value)."""
+
+
+class OutputError(LikenessError):
+    """The output folder cannot be written, is a file, or another process is writing it."""

@@ -2,8 +2,8 @@
 
 Single files go through ``atomic_path``: the writer fills a temporary file next to the target
 and it is renamed into place only when complete. ``save_reconstruction`` writes a whole result
-into a temporary folder inside ``out_dir`` first and moves the files in at the end, so a failure
-leaves nothing of that result behind.
+into a sibling staging folder and then swaps it with the result folder, so a failure leaves the
+previous result as it was (docs/GUARANTEES.md).
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import json
 import math
 import os
 import shutil
-import tempfile
+import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import DependencyError, LikenessError
+from .errors import DependencyError, LikenessError, OutputError
 from .face_model import FaceModel, triangulate
 from .params import Camera, FaceParams
 from .progress import Progress
@@ -192,59 +192,168 @@ def write_mesh_glb(path: str | Path, model: FaceModel, vertices: np.ndarray, alb
 # --------------------------------------------------------------------------------------------
 # A whole reconstruction
 
+# Sibling entries of a result folder ``<name>``: ``.<name>.<id>.staging`` (the new result being
+# written), ``.<name>.<id>.old`` (the previous result during the swap) and ``.<name>.lock``.
+_STAGING, _OLD, _LOCK = ".staging", ".old", ".lock"
+RUN_LOCK = ".likeness-run.lock"  # inside an output folder while a CLI / batch run writes into it
+ExtraWriter = Callable[[Path], dict[str, str]]
+
 
 def save_reconstruction(
-    rec: Reconstruction, out_dir: str | Path, formats: tuple[str, ...] = FORMATS,
+    rec: Reconstruction,
+    out_dir: str | Path,
+    formats: str | tuple[str, ...] = FORMATS,
+    extra: ExtraWriter | None = None,
     progress: Progress | None = None,
 ) -> list[Path]:
-    """Write one result into ``out_dir`` and return the paths written.
+    """Write one result as the folder ``out_dir`` and return the paths written.
 
     Always: ``<name>_albedo.png``, ``<name>_preview.png`` and ``<name>_params.json``; ``"obj"``:
     ``<name>.obj`` + ``<name>.mtl``; ``"glb"``: ``<name>.glb``. With ``rec.detail``:
     ``<name>_displacement.exr`` (float32 millimetres, outwards along the vertex normals),
     ``<name>_displacement.png`` (16-bit; value 32768 is 0 mm and one unit is 0.001 mm, so the
     range is -32.768 mm to +32.767 mm) and ``<name>_normal.png`` (tangent space). Geometry is
-    the whole head in model space, metres. Atomic as a set: on any failure, or a cancel through
-    ``progress`` before the files are moved in, none of these files is left in ``out_dir``.
+    the whole head in model space, metres. ``extra(folder)`` may add files of its own (the batch
+    script's .blend) and returns them as {key: file name} for the params JSON.
+
+    The folder is replaced as a whole (docs/GUARANTEES.md): the result is written into a sibling
+    staging folder, which then takes the place of ``out_dir``. On any failure ``out_dir`` stays as
+    it was; files of an earlier result never mix with the new ones. An existing ``out_dir`` must be
+    empty or an earlier Likeness result, and a second writer of the same folder is refused. A
+    cancel through ``progress`` before the swap also leaves ``out_dir`` as it was.
     """
+    formats = (formats,) if isinstance(formats, str) else tuple(formats)
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"Unknown export format(s) {sorted(unknown)}: choose from {FORMATS}.")
     progress = progress or Progress()
     progress.stage("save")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{rec.name}.", suffix=".tmp", dir=out_dir))
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OutputError(f"{out_dir} is a file: the result needs a folder of that name. Choose another "
+                              "output folder.")
+        with exclusive_lock(out_dir.parent / f".{out_dir.name}{_LOCK}", f"the result folder {out_dir}"):
+            _check_replaceable(out_dir)
+            remove_stale(out_dir.parent, out_dir.name)
+            staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}{_STAGING}"
+            staging.mkdir()
+            try:
+                names = _write_all(rec, staging, formats, extra)
+                progress.check()  # the last moment to cancel: the swap below is the commit
+                _swap_in(staging, out_dir)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     except OSError as exc:
         raise _write_error(out_dir, exc) from exc
-    moved: list[Path] = []
+    return [out_dir / name for name in names]
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Make ``staging`` the folder ``out_dir``: the old one is moved aside first and only deleted
+    once the new one is in place (and moved back if that fails)."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}{_OLD}"
+        os.rename(out_dir, old)
     try:
-        names = _write_all(rec, staging, formats)
-        progress.check()  # the last moment to cancel: the moves below are the commit
-        for name in names:
-            os.replace(staging / name, out_dir / name)
-            moved.append(out_dir / name)
-    except BaseException as exc:
-        for path in moved:
-            path.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _write_error(out_dir, exc) from exc
+        os.rename(staging, out_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out_dir)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)  # what cannot go now goes on the next save
+
+
+def remove_stale(parent: Path, name: str | None = None) -> None:
+    """Delete the staging and set-aside folders in ``parent`` (of result ``name``, whose lock the
+    caller holds, or of any result no running writer owns): what a killed process left behind."""
+    for stale in sorted(parent.glob(".*")):
+        if not stale.name.endswith((_STAGING, _OLD)) or not stale.is_dir():
+            continue
+        owner = stale.name[1:].rsplit(".", 2)[0]
+        if name is not None:
+            if owner == name:
+                shutil.rmtree(stale, ignore_errors=True)
+            continue
+        try:
+            with exclusive_lock(parent / f".{owner}{_LOCK}", owner):
+                shutil.rmtree(stale, ignore_errors=True)
+        except OutputError:
+            pass  # another process is writing that result right now
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Only an empty folder or an earlier result (every entry named after it) may be replaced."""
+    if not out_dir.is_dir():
+        return
+    entries = [p.name for p in out_dir.iterdir()]
+    if not entries:
+        return
+    owners = [p.name[: -len("_params.json")] for p in out_dir.glob("*_params.json")]
+    if any(all(e.startswith((owner, f".{owner}")) for e in entries) for owner in owners):
+        return
+    raise OutputError(
+        f"{out_dir} already holds files that are not a Likeness result (e.g. {sorted(entries)[0]!r}). "
+        "Likeness replaces a result folder as a whole: choose a new or empty folder."
+    )
+
+
+@contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock file at ``path`` (released when the process ends, however it ends);
+    raise OutputError at once when another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise OutputError(f"Another Likeness process (pid {holder}) is writing {what} right now. Wait "
+                              "for it to finish or choose another output folder.")
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:  # not a lock file its previous owner has just deleted
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return moved
+        with suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _write_error(out_dir: Path, exc: OSError) -> LikenessError:
-    return LikenessError(
+    return OutputError(
         f"Could not write the result to {out_dir} ({exc}). Choose a folder you can write to "
         "and check that the disk has free space."
     )
 
 
-def _write_all(rec: Reconstruction, folder: Path, formats: tuple[str, ...]) -> list[str]:
-    """Write every file of ``rec`` into ``folder``; return their names."""
+def _write_all(rec: Reconstruction, folder: Path, formats: tuple[str, ...],
+               extra: ExtraWriter | None) -> list[str]:
+    """Write every file of ``rec`` (and ``extra``'s) into ``folder``; return their names."""
     name = rec.name
     files = {
         "albedo": f"{name}_albedo.png", "preview": f"{name}_preview.png", "params": f"{name}_params.json"
@@ -280,6 +389,8 @@ def _write_all(rec: Reconstruction, folder: Path, formats: tuple[str, ...]) -> l
         files["glb"] = f"{name}.glb"
         write_mesh_glb(folder / files["glb"], rec.model, rec.vertices, rec.albedo)
     write_png(folder / files["preview"], preview_image(rec))
+    if extra is not None:
+        files.update(extra(folder))
     write_json(folder / files["params"], reconstruction_summary(rec, files))
     return list(files.values())
 

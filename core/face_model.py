@@ -8,8 +8,10 @@ metres so that everything downstream (Blender, glTF) is SI.
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,8 +157,10 @@ class _Source:
             return (self._folder / name).read_bytes()
         except (KeyError, FileNotFoundError) as exc:
             raise AssetError(f"ICT-FaceKit file {MODEL_DIR}/{name} is missing in {self.path}.") from exc
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise AssetError(f"Could not read {MODEL_DIR}/{name} from {self.path}: {exc}") from exc
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:  # zlib: damaged compressed data
+            raise AssetError(f"Could not read {MODEL_DIR}/{name} from {self.path} ({exc}): the archive is "
+                             "damaged; delete it so that it is downloaded again, or point "
+                             "LIKENESS_ICT_FACEKIT at a good copy.") from exc
 
 
 def _obj_lines(data: bytes, tag: bytes) -> Iterator[bytes]:
@@ -246,9 +250,10 @@ def save_cache(model: FaceModel, path: Path) -> None:
     arrays["expression_names"] = np.array(model.expression_names)
     arrays["material_names"] = np.array(model.material_names)
     arrays["version"] = np.array(CACHE_VERSION)
+    buffer = io.BytesIO()  # zipped in memory (~50 MB): a full disk then fails one plain write
+    np.savez(buffer, **arrays)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def load_cache(path: Path) -> FaceModel | None:

@@ -7,9 +7,13 @@ while decoding where the format allows (JPEG draft mode) and then resized to ``m
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +22,12 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".avif"}
+)
+# Photo formats Pillow cannot read: named in the message instead of "not an image".
+UNSUPPORTED = {".heic": "HEIC", ".heif": "HEIF", ".cr2": "camera RAW", ".nef": "camera RAW",
+               ".arw": "camera RAW", ".dng": "camera RAW (DNG)"}
 MIN_SIDE = 64  # smaller faces carry too little detail for landmarks, let alone texture
 MAX_DECODE_PIXELS = 250_000_000  # refuse above this (decompression bomb guard)
 # Transparent pixels become white: viewers and browsers show transparency over white, so the
@@ -48,20 +57,22 @@ class LoadedImage:
     notes: list[str] = field(default_factory=list)  # what was done to the image, for the user
 
 
-def load_image(
-    source: str | Path | np.ndarray, max_pixels: float = 40e6, max_side: int | None = None
-) -> LoadedImage:
-    """Decode ``source`` (a path, or an (H, W[, 1|3|4]) uint8 / uint16 / float array, floats in
-    [0, 1]) to upright RGB uint8, downscaled to at most ``max_pixels`` pixels and ``max_side``
-    pixels on the longer side. Raises ImageError naming the file and the reason."""
+def load_image(source, max_pixels: float = 40e6, max_side: int | None = None) -> LoadedImage:
+    """Decode ``source`` to upright RGB uint8, downscaled to at most ``max_pixels`` pixels and
+    ``max_side`` pixels on the longer side. ``source`` is a path, an (H, W[, 1|3|4]) uint8 /
+    uint16 / float array (floats in [0, 1], or [0, 255] when most values are above 1.5), a PIL
+    Image, encoded bytes or a binary file object. Raises ImageError naming the input and the reason."""
     notes: list[str] = []
+    path = None
     if isinstance(source, np.ndarray):
-        path, name, orientation = None, "The image", 1
+        name, orientation = "The image", 1
         image = _array_to_image(source, notes)
         stored = image.size
     else:
-        path = name = str(source)
-        image, stored, orientation = _decode(Path(source), max_pixels, max_side)
+        name, opener = _opener(source)
+        if isinstance(source, (str, os.PathLike)):
+            path = str(source)
+        image, stored, orientation = _decode(opener, name, max_pixels, max_side)
     original = (stored[1], stored[0]) if orientation in _TRANSPOSING else stored
     if min(original) < MIN_SIDE:
         raise ImageError(
@@ -90,20 +101,57 @@ def load_image(
     return LoadedImage(rgb, path, (int(original[0]), int(original[1])), float(scale), notes)
 
 
-def _decode(path: Path, max_pixels: float, max_side: int | None) -> tuple[Image.Image, tuple[int, int], int]:
+def _opener(source) -> tuple[str, Callable[[], AbstractContextManager[Image.Image]]]:
+    """(name for messages, a function opening ``source`` as a PIL Image) for every accepted kind
+    of input that is not an array; ImageError for anything else."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        return str(path), lambda: _open(_checked_file(path))
+    if isinstance(source, Image.Image):
+        return "The PIL image", lambda: nullcontext(source)  # the caller's image: not closed here
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "The image data", lambda: _open(io.BytesIO(bytes(source)))
+    if callable(getattr(source, "read", None)):
+        if isinstance(source, io.TextIOBase):
+            raise ImageError("The file object was opened in text mode: open the image with mode 'rb'.")
+        return f"The file object {getattr(source, 'name', '')}".rstrip(), lambda: _open(source)
+    given = "No image (None)" if source is None else f"A {type(source).__name__}"
+    raise ImageError(f"{given} was given: pass a file path, a numpy array, a PIL Image, encoded image "
+                     "bytes or a binary file object.")
+
+
+def _checked_file(path: Path) -> Path:
+    """``path`` if it is a regular file; a FIFO or device would block or never end."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found.") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied. Check the file's permissions.") from None
+    except OSError as exc:
+        raise ImageError(f"{path} cannot be read ({exc.strerror or exc}).") from exc
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{path} is a folder, not an image.")
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{path} is not a regular file (a pipe, socket or device): save the image as a "
+                         "file.")
+    kind = UNSUPPORTED.get(path.suffix.lower())
+    if kind is not None:
+        raise ImageError(f"{path}: {kind} images are not supported. Convert it to JPEG or PNG first.")
+    return path
+
+
+def _decode(open_image: Callable[[], AbstractContextManager[Image.Image]], name: str, max_pixels: float,
+            max_side: int | None) -> tuple[Image.Image, tuple[int, int], int]:
     """The decoded image (possibly already reduced by JPEG draft mode), its full stored size and
     its EXIF orientation. Raises ImageError for anything unreadable."""
-    if not path.exists():
-        raise ImageError(f"{path}: file not found.")
-    if path.is_dir():
-        raise ImageError(f"{path} is a folder, not an image.")
     try:
-        with _open(path) as image:
+        with open_image() as image:
             size = image.size
             pixels = size[0] * size[1]
             if pixels > MAX_DECODE_PIXELS:
                 raise ImageError(
-                    f"{path} is too large: {size[0]} x {size[1]} pixels ({pixels / 1e6:.0f} MP, the limit "
+                    f"{name} is too large: {size[0]} x {size[1]} pixels ({pixels / 1e6:.0f} MP, the limit "
                     f"is {MAX_DECODE_PIXELS / 1e6:.0f} MP). Resize it first."
                 )
             target = _target_scale(size, max_pixels, max_side)
@@ -112,17 +160,22 @@ def _decode(path: Path, max_pixels: float, max_side: int | None) -> tuple[Image.
                 image.draft(image.mode, (math.ceil(size[0] * target), math.ceil(size[1] * target)))
             image.load()
             orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    except ImageError:
+        raise
+    except PermissionError as exc:
+        raise ImageError(f"{name}: permission denied. Check the file's permissions.") from exc
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{path} is not an image Likeness can read ({_reason(exc)}).") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports truncated and damaged data as OSError ("image file is truncated") etc.
-        raise ImageError(
-            f"{path} could not be decoded: it is truncated or damaged ({_reason(exc)})."
-        ) from exc
+        raise ImageError(f"{name} is not an image Likeness can read ({_reason(exc)}).") from exc
+    except MemoryError as exc:
+        raise ImageError(f"{name} does not fit in memory when decoded: resize it first.") from exc
+    except Exception as exc:  # noqa: BLE001 - untrusted data: Pillow's decoders raise OSError,
+        # SyntaxError, ValueError, EOFError, RuntimeError (AVIF), struct.error, ... on damaged files
+        raise ImageError(f"{name} could not be decoded: it is truncated or damaged "
+                         f"({_reason(exc)}).") from exc
     return image, size, orientation
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path) -> Image.Image:
     """Image.open (header only) without Pillow's own bomb check, which would refuse images
     between its limit (~179 MP) and ours and warn from 89 MP on; ``_decode`` checks the size
     itself before decoding. The lock keeps concurrent loads from restoring the wrong value."""
@@ -161,15 +214,23 @@ def _to_8bit(image: Image.Image, name: str, notes: list[str]) -> Image.Image:
 
 
 def _scale_to_uint8(values: np.ndarray, notes: list[str]) -> np.ndarray:
-    """uint8 as is; 16-bit integer data scaled by 255/65535; floats in [0, 1] (or, when some
-    value exceeds 1.5, in [0, 255], the other common convention)."""
+    """uint8 as is; 16-bit integer data scaled by 255/65535; floats in [0, 1] (or in [0, 255], the
+    other common convention, when the bulk of the values exceeds 1.5: a few outliers or
+    infinities in a 0..1 image are clipped, not taken as its range)."""
     if values.dtype == np.uint8:
         return values
     if np.issubdtype(values.dtype, np.floating):
-        values = np.nan_to_num(values.astype(np.float32))
-        wide = float(values.max(initial=0)) > 1.5
+        values = values.astype(np.float32)
+        finite = values[np.isfinite(values)]
+        sample = finite[:: max(1, finite.size // 1_000_000)]
+        wide = sample.size > 0 and float(np.percentile(sample, 99)) > 1.5
+        top = 255.0 if wide else 1.0
+        outside = int(np.count_nonzero(~((values >= 0) & (values <= top))))  # NaN counts too
         if wide:
-            notes.append("float values above 1: read as 0-255")
+            notes.append("float values mostly above 1.5: read as 0-255")
+        if outside:
+            notes.append(f"{outside} float value(s) outside 0-{top:g} (or not finite) clipped")
+        values = np.clip(np.nan_to_num(values, nan=0.0, posinf=top, neginf=0.0), 0.0, top)
         scaled = values if wide else values * 255.0
     else:
         # Pillow's "I" mode holds 16-bit PNGs in int32; wider data is scaled by its own maximum
@@ -191,22 +252,50 @@ def _array_to_image(array: np.ndarray, notes: list[str]) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(_scale_to_uint8(array, notes)))  # L, RGB or RGBA
 
 
-def list_images(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Expand folders into their image files (recursively, sorted, hidden files skipped); keep
-    other paths as given, so that a missing or odd file is reported by ``load_image``."""
+@dataclass
+class ImageScan:
+    files: list[Path]  # images to process, in order
+    skipped: list[tuple[Path, str]]  # files in the folders that look like photos but cannot be used, and why
+
+
+def scan_images(paths: str | Path | Iterable[str | Path], exclude: str | Path | None = None) -> ImageScan:
+    """Expand folders into their image files (recursively, sorted, hidden entries and the folder
+    ``exclude`` with everything in it left out: an output folder inside the input is not read
+    back); keep other paths as given, so that a missing or odd file is reported by ``load_image``.
+    Photos in the folders that cannot be used (unsupported formats, broken links, pipes) are
+    listed in ``skipped`` with the reason."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    out: list[Path] = []
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    scan = ImageScan([], [])
     for entry in map(Path, paths):
-        if entry.is_dir():
-            out += sorted(
-                p for p in entry.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(entry).parts)
-            )
-        else:
-            out.append(entry)
-    return out
+        if not entry.is_dir():
+            scan.files.append(entry)
+            continue
+        for p in sorted(entry.rglob("*")):
+            relative = p.relative_to(entry).parts
+            if any(part.startswith(".") for part in relative) or p.is_dir():
+                continue
+            if excluded is not None and excluded in (folder := p.parent.resolve(), *folder.parents):
+                continue
+            suffix = p.suffix.lower()
+            if suffix in UNSUPPORTED:
+                scan.skipped.append((p, f"{UNSUPPORTED[suffix]} images are not supported; convert to "
+                                        "JPEG or PNG"))
+            elif suffix not in IMAGE_EXTENSIONS:
+                continue
+            elif p.is_symlink() and not p.exists():
+                scan.skipped.append((p, "broken link"))
+            elif not p.is_file():
+                scan.skipped.append((p, "not a regular file"))
+            else:
+                scan.files.append(p)
+    return scan
+
+
+def list_images(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The files ``scan_images`` finds."""
+    return scan_images(paths).files
 
 
 def person_folders(root: str | Path) -> list[Path]:

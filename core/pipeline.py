@@ -38,6 +38,7 @@ from .regression import (
     regress_joint,
     surface_points_for,
 )
+from .rendering import select_device
 from .skin_trust import PersonSegmenter, SkinTrust, skin_trust
 from .texture import TextureResult, TextureSettings, UVSurface, complete, unwrap, uv_surface
 
@@ -194,6 +195,18 @@ class Pipeline:
         init = initial_params(target, corners, camera)
         return regress(self.surface_points(settings.num_identity), target, camera, init, settings), target
 
+    def prepare(self, settings: Settings, progress: Progress | None = None):
+        """Check the device and load the detector and CLIP weights, so that what cannot work fails
+        before any photo (batches call this once up front). Returns the CLIP extractor or None."""
+        select_device(settings.device)
+        _ = self.detector, self.mesh  # built now: a missing model or package fails before any photo
+        detail = DetailSettings.from_pipeline(settings) if settings.detail else None
+        if detail is None or detail.clip_weight <= 0:
+            return None
+        if progress is not None:
+            progress.stage("load CLIP")
+        return self.clip_extractor(detail)
+
     def run(self, images, settings: Settings, progress: Progress | None = None) -> Reconstruction:
         """One head from one photo or a list of photos of the same person (paths or arrays).
 
@@ -206,11 +219,10 @@ class Pipeline:
             raise PhotoSetError("No photos were given.")
         timings: dict[str, float] = {}
         detail = DetailSettings.from_pipeline(settings) if settings.detail else None
-        extractor = None
-        if detail is not None and detail.clip_weight > 0:
-            with _timed(timings, "clip_load"):
-                progress.stage("load CLIP")
-                extractor = self.clip_extractor(detail)  # before fitting: missing weights fail fast
+        start = time.perf_counter()
+        extractor = self.prepare(settings, progress)  # before fitting: what cannot work fails fast
+        if extractor is not None:
+            timings["clip_load"] = time.perf_counter() - start
         photos, dropped = [], []
         for i, item in enumerate(items):
             try:

@@ -3,6 +3,7 @@ the preview and Blender need."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -108,15 +109,24 @@ class Reconstruction:
 
     @property
     def name(self) -> str:
+        """The stem of every file name of this result."""
         if self.person:
-            return self.person
-        return Path(self.source).stem if self.source else "likeness_head"
+            return file_stem(self.person)
+        return file_stem(Path(self.source).stem) if self.source else "likeness_head"
 
-    def save(self, out_dir: str | Path, formats: tuple[str, ...] = ("obj", "glb"),
-             progress: Progress | None = None) -> list[Path]:
-        """Write OBJ+MTL+PNG (and GLB, EXR when detail exists) and a preview into ``out_dir``,
-        atomically: either every file of this result is there, or none is (also when
-        ``progress`` is cancelled while writing)."""
+    def save(self, out_dir: str | Path, formats: str | tuple[str, ...] = ("obj", "glb"),
+             extra=None, progress: Progress | None = None) -> list[Path]:
+        """Write OBJ+MTL+PNG (and GLB, EXR when detail exists) and a preview as the folder
+        ``out_dir``, atomically: it holds this whole result, or stays as it was, also when
+        ``progress`` is cancelled while writing (see ``core.export.save_reconstruction``, also
+        for ``extra``)."""
         from .export import save_reconstruction
 
-        return save_reconstruction(self, Path(out_dir), formats=formats, progress=progress)
+        return save_reconstruction(self, Path(out_dir), formats=formats, extra=extra, progress=progress)
+
+
+def file_stem(text: str) -> str:
+    """``text`` usable as a file name on every system and inside OBJ/MTL lines: control
+    characters (a newline would split ``mtllib``) and reserved characters become ``_``."""
+    cleaned = re.sub(r'[\x00-\x1f\x7f<>:"/\\|?*]', "_", text).strip(" .")
+    return cleaned or "likeness_head"

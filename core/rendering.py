@@ -24,16 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import DependencyError
+from .errors import SettingsError
 from .params import Camera
 
 
 def select_device(name: str = "auto") -> torch.device:
     """``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``."""
     if name not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"Unknown device {name!r}: use 'auto', 'cpu' or 'cuda'.")
+        raise SettingsError(f"Unknown device {name!r}: use 'auto', 'cpu' or 'cuda'.")
     if name == "cuda" and not torch.cuda.is_available():
-        raise DependencyError(
+        raise SettingsError(
             "CUDA was requested but PyTorch sees no CUDA GPU: choose device 'auto' or 'cpu', "
             "or install a CUDA build of PyTorch and an NVIDIA driver."
         )

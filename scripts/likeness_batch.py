@@ -8,21 +8,20 @@
 one head per subfolder of ROOT (one person each); a person is written to ``DIR/<folder name>/``
 and photos left out of it (no face, another person) are listed. Each photo is written to
 ``DIR/<photo name>/``: ``<name>.blend`` with the head built exactly as the add-on's Reconstruct
-button builds it (textures packed into the file), and the core files (``rec.save``). A failed
-photo is reported and skipped; the exit status is 1 when any failed, 2 for bad arguments.
+button builds it (textures packed into the file), and the core files (``rec.save``), replaced
+together as one folder. Photos are isolated as in the CLI (core/batch.py): a failed photo is
+reported and skipped; the exit status is 1 when any failed, 2 for bad arguments, 130 when stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_USAGE = 2
 
 
 def load_extension():
@@ -38,6 +37,9 @@ def load_extension():
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    load_extension()
+    from likeness.core.cli import face_index
+
     parser = argparse.ArgumentParser(prog="likeness_batch.py", description=__doc__.splitlines()[0])
     parser.add_argument("--input", nargs="+", type=Path, default=[], help="image files or folders")
     parser.add_argument("--person", action="append", type=Path, default=[], metavar="FOLDER",
@@ -47,7 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True, help="output folder")
     parser.add_argument("--preset", choices=("fast", "balanced", "quality"), default="fast")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--face-index", type=int, default=None, help="which face (0 = largest)")
+    parser.add_argument("--face-index", type=face_index, default=None, help="which face (0 = largest)")
     parser.add_argument("--no-camera", action="store_true", help="do not add the photo's camera")
     return parser.parse_args(argv)
 
@@ -57,16 +59,18 @@ def script_argv(argv: list[str]) -> list[str]:
     return argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
 
 
-def save_blend(path: Path) -> None:
-    """Save the current file as ``path`` atomically: a temporary copy, then a rename."""
+def blend_writer(rec, name: str, add_camera: bool):
+    """The extra writer for ``rec.save``: the head in a fresh .blend inside the result's staging
+    folder, so that the .blend and the core files are replaced together or not at all."""
     import bpy
 
-    temp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.blend")
-    try:
-        bpy.ops.wm.save_as_mainfile(filepath=str(temp), copy=True, compress=True)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    def write(folder: Path) -> dict[str, str]:
+        build_scene(rec, name, add_camera)
+        file_name = f"{name}.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(folder / file_name), copy=True, compress=True)
+        return {"blend": file_name}
+
+    return write
 
 
 def build_scene(rec, name: str, add_camera: bool) -> None:
@@ -86,13 +90,14 @@ def run(args: argparse.Namespace) -> int:
     load_extension()
     from likeness.blender_addon.jobs import (
         ReconstructOptions,
-        error_message,
         make_pipeline,
         run_reconstruction,
         stage_printer,
     )
+    from likeness.core.batch import PhotoDone, run_batch
     from likeness.core.errors import LikenessError
-    from likeness.core.image_io import list_images, person_folders
+    from likeness.core.image_io import person_folders, scan_images
+    from likeness.core.pipeline import preset_settings
     from likeness.core.progress import Progress
 
     try:
@@ -100,61 +105,40 @@ def run(args: argparse.Namespace) -> int:
     except LikenessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    # (label, output name, what to reconstruct): a photo path, or a person's list of photo paths
-    jobs = [(photo.name, photo.stem, str(photo)) for photo in list_images(args.input)]
-    jobs += [(folder.name, folder.name, [str(p) for p in list_images(folder)]) for folder in folders]
+    scans = [scan_images(args.input, exclude=args.output)]
+    scans += [scan_images(folder, exclude=args.output) for folder in folders]
+    for path, reason in (skip for scan in scans for skip in scan.skipped):
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    # (name, what to reconstruct): a photo path, or a person's list of photo paths
+    jobs: list[tuple[str, object]] = [(photo.name, str(photo)) for photo in scans[0].files]
+    jobs += [(folder.name, [str(p) for p in scan.files]) for folder, scan in zip(folders, scans[1:])]
     if not jobs:
         print("error: no image files found in the given inputs", file=sys.stderr)
         return EXIT_USAGE
     options = ReconstructOptions(preset=args.preset, device=args.device, face_index=args.face_index)
-    try:
-        pipeline = make_pipeline(options)  # the model and detector load once for all photos
-    except (LikenessError, ImportError) as exc:
-        print(f"error: {error_message(exc)}", file=sys.stderr)
-        return EXIT_FAILED
-    failures: list[tuple[str, str]] = []
-    used: set[str] = set()
-    start = time.perf_counter()
-    for i, (item_name, stem, item) in enumerate(jobs, 1):
-        label = f"[{i}/{len(jobs)}] {item_name}"
-        name = _unique_name(stem, used)
-        try:
+
+    def setup():
+        pipeline = make_pipeline(options)  # the model, detector and weights load once for all photos
+        pipeline.prepare(preset_settings(options.preset, device=options.device))
+
+        def work(name: str, item, folder: Path, label: str) -> PhotoDone:
             rec = run_reconstruction(item, options, Progress(callback=stage_printer(label)), pipeline)
             if isinstance(item, list):
-                rec.person = name
-            folder = args.output / name
-            rec.save(folder)
-            build_scene(rec, name, not args.no_camera)
-            save_blend(folder / f"{name}.blend")
-            extra = f" from {len(rec.photos)} photo(s)" if isinstance(item, list) else ""
-            print(f"{label}: ok{extra} in {rec.timings.get('total', 0.0):.1f} s -> {folder}", flush=True)
-            for warning in rec.warnings:
-                print(f"    warning: {warning}")
-        except Exception as exc:  # one bad photo must not stop the batch
-            print(f"{label}: FAILED: {error_message(exc)}", flush=True)
-            failures.append((item_name, error_message(exc)))
-    unit = "head(s)" if folders else "photo(s)"
-    print(f"\n{len(jobs) - len(failures)} of {len(jobs)} {unit} done in "
-          f"{time.perf_counter() - start:.1f} s, {len(failures)} failed; results in {args.output}")
-    for name, reason in failures:
-        print(f"  {name}: {reason}")
-    return EXIT_FAILED if failures else EXIT_OK
+                rec.person = folder.name
+            written = rec.save(folder, extra=blend_writer(rec, folder.name, not args.no_camera))
+            note = f" from {len(rec.photos)} photo(s)" if isinstance(item, list) else ""
+            return PhotoDone(written[0].parent, rec.timings.get("total", 0.0), rec.warnings, note)
 
+        return work
 
-def _unique_name(stem: str, used: set[str]) -> str:
-    candidate, n = stem, 1
-    while candidate in used:
-        n += 1
-        candidate = f"{stem}_{n}"
-    used.add(candidate)
-    return candidate
+    return run_batch(jobs, args.output, setup, "head(s)" if folders else "photo(s)")
 
 
 def main(argv: list[str]) -> int:
     try:
         args = parse_args(script_argv(argv))
     except SystemExit as exc:  # argparse exits on --help or bad arguments
-        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+        return 0 if exc.code == 0 else EXIT_USAGE
     return run(args)
 
 

@@ -4,7 +4,6 @@ whole Reconstruction of the real ICT-FaceKit model saved atomically."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import OpenEXR
@@ -233,18 +232,19 @@ def test_failing_writer_leaves_nothing(rec, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failure_while_moving_in_rolls_back(rec, tmp_path, monkeypatch):
-    real_replace = export.os.replace
-    moved = []
+def test_failure_while_swapping_keeps_the_old_result(rec, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    export.save_reconstruction(rec, out, formats=("obj",))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_rename = export.os.rename
 
-    def flaky_replace(src, dst):
-        if Path(dst).parent == tmp_path:  # the final moves, not the writers' own renames
-            if len(moved) == 3:
-                raise OSError(5, "Input/output error")
-            moved.append(dst)
-        real_replace(src, dst)
+    def failing_rename(src, dst):
+        if str(src).endswith(".staging"):  # the new result moving in
+            raise OSError(5, "Input/output error")
+        real_rename(src, dst)
 
-    monkeypatch.setattr(export.os, "replace", flaky_replace)
+    monkeypatch.setattr(export.os, "rename", failing_rename)
     with pytest.raises(LikenessError, match="Input/output error"):
-        export.save_reconstruction(rec, tmp_path)
-    assert len(moved) == 3 and list(tmp_path.iterdir()) == []
+        export.save_reconstruction(rec, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old result, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging, lock or set-aside folder

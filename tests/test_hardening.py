@@ -1,0 +1,338 @@
+"""Issue 9 (hardening): each numbered case of the issue as a test, through the real CLI, API and
+batch script on real photos (docs/GUARANTEES.md lists what these tests guarantee)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ICT_ZIP, REPO, face_photo
+from PIL import Image
+
+from core import export
+from core.errors import AssetError, ImageError, OutputError, SettingsError
+from core.image_io import load_image, scan_images
+
+PHOTO = "000002.jpg"
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def started_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "core", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def photos_folder(tmp_path: Path, count: int) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(count):
+        shutil.copy(face_photo(PHOTO), folder / f"p{i}.jpg")
+    return folder
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def hidden_leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Data loss (1-3)
+
+
+def test_1_failed_overwrite_keeps_the_previous_result(fast_reconstruction, tmp_path):
+    rec, out = fast_reconstruction, tmp_path / "ow"
+    rec.save(out)
+    # A file the old rollback could not replace (as an immutable or open-in-a-viewer GLB):
+    # the result folder is swapped as a whole now, so the new result goes in complete.
+    glb = out / f"{rec.name}.glb"
+    glb.unlink()
+    glb.mkdir()
+    (glb / "held").write_bytes(b"x")
+    rec.save(out)
+    assert glb.is_file() and (out / f"{rec.name}.obj").is_file()
+    before = contents(out)
+
+    def disk_full(folder: Path) -> dict[str, str]:
+        (folder / "partial.bin").write_bytes(b"x" * 100)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError, match="No space left"):
+        rec.save(out, extra=disk_full)
+    assert contents(out) == before  # the old result, byte for byte
+    assert hidden_leftovers(tmp_path) == []
+
+
+def test_2_rerun_leaves_no_stale_files(fast_reconstruction, tmp_path):
+    rec, out = fast_reconstruction, tmp_path / "r"
+    rec.save(out)
+    (out / f"{rec.name}_displacement.png").write_bytes(b"from an earlier 'quality' run")
+    written = rec.save(out, formats="obj")  # a plain string is one format, not ['b', 'j', 'o']
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
+    assert not (out / f"{rec.name}.glb").exists() and not (out / f"{rec.name}_displacement.png").exists()
+    # A folder of someone else's files is never replaced.
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="not a Likeness result"):
+        rec.save(other)
+    assert contents(other) == {"notes.txt": b"keep me"}
+
+
+def test_3_concurrent_writers_are_refused(tmp_path):
+    out = tmp_path / "out"
+    first = started_cli("reconstruct", str(face_photo(PHOTO)), "-o", str(out), "--preset", "fast", "--no-glb")
+    try:
+        deadline = time.time() + 120
+        while not (out / export.RUN_LOCK).exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        second = cli("reconstruct", str(face_photo(PHOTO)), "-o", str(out), "--preset", "fast", timeout=120)
+    finally:
+        stdout, stderr = first.communicate(timeout=600)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "Another Likeness process" in second.stderr
+    assert first.returncode == 0 and "1 of 1 photo(s) done" in stdout, stdout + stderr
+    assert not (out / export.RUN_LOCK).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Crashes that aborted a whole batch (4-7)
+
+
+def test_5_damaged_clip_checkpoint_is_a_clear_error_before_any_photo(tmp_path, pipeline):
+    from core.pipeline import preset_settings
+
+    empty, broken = tmp_path / "empty.pt", tmp_path / "broken.safetensors"
+    empty.write_bytes(b"")
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    for checkpoint in (empty, broken):
+        with pytest.raises(AssetError, match=f"{checkpoint.name}.*damaged"):
+            pipeline.prepare(preset_settings("quality", clip_pretrained=str(checkpoint)))
+    result = cli("reconstruct", str(face_photo(PHOTO)), "-o", str(tmp_path / "o"), "--preset", "quality",
+                 env={"LIKENESS_CLIP_CHECKPOINT": str(empty)})
+    assert result.returncode == 1 and "empty.pt" in result.stderr and "damaged" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and "[1/1]" not in result.stdout
+
+
+def _damaged_ict(tmp_path: Path) -> Path:
+    """A copy of the ICT-FaceKit zip whose first mesh has damaged compressed data."""
+    damaged = tmp_path / "ict.zip"
+    shutil.copy(ICT_ZIP, damaged)
+    with zipfile.ZipFile(damaged) as archive:
+        mesh = "FaceXModel/generic_neutral_mesh.obj"
+        info = next(i for i in archive.infolist() if i.filename.endswith(mesh))
+    with open(damaged, "r+b") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = np.frombuffer(fh.read(4), "<u2")
+        fh.seek(info.header_offset + 30 + int(name_len) + int(extra_len) + 1000)
+        fh.write(bytes(range(256)) * 4)
+    return damaged
+
+
+@pytest.mark.parametrize("problem", ["missing", "damaged"])
+def test_6_face_model_problems_are_messages_not_tracebacks(tmp_path, problem):
+    ict = tmp_path / "nowhere.zip" if problem == "missing" else _damaged_ict(tmp_path)
+    result = cli("reconstruct", str(face_photo(PHOTO)), "-o", str(tmp_path / "o"), "--preset", "fast",
+                 env={"LIKENESS_ICT_FACEKIT": str(ict), "LIKENESS_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "zlib.error" not in result.stderr
+    assert result.stderr.startswith("error: ") and str(ict) in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Wrong results (9-11)
+
+
+def test_10_output_inside_the_input_is_not_read_back(tmp_path):
+    inputs = photos_folder(tmp_path, 1)
+    out = inputs / "results"
+    first = cli("reconstruct", str(inputs), "-o", str(out), "--preset", "fast", "--no-glb")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert scan_images(inputs, exclude=out).files == [inputs / "p0.jpg"]
+    again = cli("reconstruct", str(inputs), "-o", str(out), "--preset", "fast", "--no-glb")
+    assert again.returncode == 0 and "1 of 1 photo(s) done" in again.stdout, again.stdout
+
+
+def _stop_during_second_photo(process: subprocess.Popen, signum: int) -> tuple[str, str]:
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("[1/3]") and ": ok in" in line:
+            process.send_signal(signum)
+            break
+    stdout, stderr = process.communicate(timeout=300)
+    return "".join(lines) + stdout, stderr
+
+
+def test_11_ctrl_c_summary_counts_only_attempted_photos(tmp_path):
+    out = tmp_path / "out"
+    process = started_cli("reconstruct", str(photos_folder(tmp_path, 3)), "-o", str(out), "--preset", "fast",
+                          "--no-glb")
+    stdout, stderr = _stop_during_second_photo(process, signal.SIGINT)
+    assert process.returncode == 130, stdout + stderr
+    assert "Stopped: 1 of 2 attempted photo(s) done, 0 failed, 1 cancelled, 1 not attempted" in stdout
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["p0"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources and leftovers (14, 15)
+
+
+def test_14_sigterm_leaves_nothing_and_stale_staging_is_cleaned(tmp_path):
+    out = tmp_path / "out"
+    stale = out / ".p2.0123456789ab.staging"
+    stale.mkdir(parents=True)
+    (stale / "p2_albedo.png").write_bytes(b"partial")
+    process = started_cli("reconstruct", str(photos_folder(tmp_path, 3)), "-o", str(out), "--preset", "fast")
+    stdout, stderr = _stop_during_second_photo(process, signal.SIGTERM)
+    assert process.returncode == 130 and "1 cancelled, 1 not attempted" in stdout, stdout + stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["p0"]  # no staging folders, no empty p1/
+
+
+def test_14_failed_save_leaves_no_empty_folder(fast_reconstruction, tmp_path):
+    def cancelled(folder: Path) -> dict[str, str]:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fast_reconstruction.save(tmp_path / "new", extra=cancelled)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _batch(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "scripts" / "likeness_batch.py"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_15_batch_is_atomic_per_photo_including_the_blend(tmp_path):
+    pytest.importorskip("bpy")
+    # Blender cannot save a .blend under a path longer than its 1024-character limit, while the
+    # core files can be written there: a real failure of the .blend alone.
+    deep = tmp_path.joinpath(*["d" * 200] * 5)
+    process = _batch("--input", str(face_photo(PHOTO)), "--output", str(deep), "--preset", "fast",
+                     "--device", "cpu", "--no-camera")
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 1 and "FAILED" in stdout, stdout + stderr
+    assert sorted(p.name for p in deep.iterdir()) == []  # no core files without their .blend
+
+
+def test_15_batch_ctrl_c_gives_a_summary_not_a_traceback(tmp_path):
+    pytest.importorskip("bpy")
+    process = _batch("--input", str(photos_folder(tmp_path, 3)), "--output", str(tmp_path / "out"),
+                     "--preset", "fast", "--device", "cpu", "--no-camera")
+    stdout, stderr = _stop_during_second_photo(process, signal.SIGINT)
+    assert process.returncode == 130, stdout + stderr
+    assert "1 of 2 attempted photo(s) done" in stdout and "Traceback" not in stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages (16)
+
+
+def test_16_inputs_of_every_kind_get_clear_answers(tmp_path):
+    photo = face_photo(PHOTO)
+    expected = load_image(photo).rgb
+    with Image.open(photo) as image:
+        np.testing.assert_array_equal(load_image(image).rgb, expected)
+    np.testing.assert_array_equal(load_image(photo.read_bytes()).rgb, expected)
+    with open(photo, "rb") as fh:
+        np.testing.assert_array_equal(load_image(fh).rgb, expected)
+    with pytest.raises(ImageError, match="No image"):
+        load_image(None)
+    with pytest.raises(ImageError, match="text mode"), open(photo) as text:
+        load_image(text)
+    with pytest.raises(ImageError, match="A dict was given"):
+        load_image({})
+    heic = tmp_path / "phone.HEIC"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(100))
+    with pytest.raises(ImageError, match="HEIC images are not supported"):
+        load_image(heic)
+
+
+def test_16_folder_scans_report_what_they_skip(tmp_path):
+    folder = photos_folder(tmp_path, 1)
+    (folder / "phone.heic").write_bytes(b"\x00")
+    (folder / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    Image.open(face_photo(PHOTO)).save(folder / "anim.gif")
+    scan = scan_images(folder)
+    assert [p.name for p in scan.files] == ["anim.gif", "p0.jpg"]
+    assert [(p.name, reason.split(" ")[0]) for p, reason in scan.skipped] == [("gone.jpg", "broken"),
+                                                                           ("phone.heic", "HEIC")]
+    result = cli("reconstruct", str(folder), "-o", str(tmp_path / "o"), "--preset", "fast", "--no-glb")
+    assert "skipped" in result.stderr and "gone.jpg: broken link" in result.stderr
+    assert "2 of 2 photo(s) done" in result.stdout, result.stdout + result.stderr
+
+
+def test_16_permission_denied_is_reported_as_such(tmp_path):
+    locked = tmp_path / "locked.jpg"
+    shutil.copy(face_photo(PHOTO), locked)
+    locked.chmod(0)
+    # root reads any file: the check drops to an unprivileged user first then
+    script = ("import os, sys; from core.image_io import load_image; "
+              "os.geteuid() == 0 and os.setuid(65534); load_image(sys.argv[1])")
+    result = subprocess.run([sys.executable, "-c", script, str(locked)], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert "permission denied" in result.stderr and "damaged" not in result.stderr, result.stderr
+
+
+def test_16_settings_and_output_are_checked_once_up_front(tmp_path, pipeline):
+    from core.pipeline import preset_settings
+
+    with pytest.raises(SettingsError, match="Unknown device 'gpu'"):
+        pipeline.prepare(preset_settings("fast", device="gpu"))
+    inputs = photos_folder(tmp_path, 2)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("")
+    checks = {
+        ("-o", str(a_file)): "is a file",
+        ("-o", str(tmp_path / "o"), "--face-index", "-1"): "not a face index",
+    }
+    if not __import__("torch").cuda.is_available():
+        checks[("-o", str(tmp_path / "o"), "--device", "cuda")] = "no CUDA GPU"
+    for args, message in checks.items():
+        result = cli("reconstruct", str(inputs), *args, "--preset", "fast", timeout=300)
+        assert result.returncode == 2 and message in result.stderr, result.stdout + result.stderr
+        assert "[1/2]" not in result.stdout and "Traceback" not in result.stderr
+
+
+def test_16_newline_in_a_file_name_keeps_the_material_link(fast_reconstruction, tmp_path):
+    rec = fast_reconstruction
+    source = rec.source
+    try:
+        rec.source = str(tmp_path / "two\nlines.jpg")
+        out = tmp_path / "nl"
+        rec.save(out, formats="obj")
+    finally:
+        rec.source = source
+    obj = (out / "two_lines.obj").read_text().splitlines()
+    assert obj[0] == "mtllib two_lines.mtl" and (out / "two_lines.mtl").is_file()
+
+
+def test_unexpected_errors_are_one_line_with_the_traceback_in_a_log(tmp_path):
+    from core.batch import PhotoDone, run_photos
+
+    def work(name, photo, folder, label) -> PhotoDone:
+        if name == "bad":
+            return {}["a bug"]
+        return PhotoDone(folder, 0.0)
+
+    summary = run_photos([("bad", None), ("good", None)], tmp_path, work)
+    assert summary.done == ["good"] and summary.failed[0][0] == "bad"
+    reason = summary.failed[0][1]
+    assert "KeyError" in reason and "likeness-errors.log" in reason and "\n" not in reason
+    assert "Traceback" in (tmp_path / "likeness-errors.log").read_text()
