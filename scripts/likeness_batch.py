@@ -63,11 +63,15 @@ def blend_writer(rec, name: str, add_camera: bool):
     """The extra writer for ``rec.save``: the head in a fresh .blend inside the result's staging
     folder, so that the .blend and the core files are replaced together or not at all."""
     import bpy
+    from likeness.core.errors import LikenessError
 
     def write(folder: Path) -> dict[str, str]:
         build_scene(rec, name, add_camera)
         file_name = f"{name}.blend"
-        bpy.ops.wm.save_as_mainfile(filepath=str(folder / file_name), copy=True, compress=True)
+        path = folder / file_name
+        bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True, compress=True)
+        if not path.is_file():  # Blender reports some failures (e.g. a path over its limit) only in its log
+            raise LikenessError(f"Blender could not save {path}: use a shorter output path.")
         return {"blend": file_name}
 
     return write

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from core.errors import DependencyError
+from core.errors import SettingsError
 from core.face_model import FACE_POLYGONS
 from core.params import MODEL_TO_CAMERA, Camera
 from core.rendering import (
@@ -321,8 +321,8 @@ def test_sh_first_band_is_linear_in_the_normal():
 def test_select_device():
     assert select_device("cpu") == torch.device("cpu")
     assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError, match="Unknown device"):
         select_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(DependencyError):
+        with pytest.raises(SettingsError, match="no CUDA GPU"):
             select_device("cuda")
