@@ -41,6 +41,7 @@ from .regression import (
 from .rendering import select_device
 from .skin_trust import PersonSegmenter, SkinTrust, skin_trust
 from .texture import TextureResult, TextureSettings, UVSurface, complete, unwrap, uv_surface
+from .texture_gcn import MeshGraph, TextureRefinementSettings, refine_texture
 
 PRESET_NAMES = ("fast", "balanced", "quality")
 # MediaPipe outer eye corners (subject's right, subject's left): they set the initial depth.
@@ -67,6 +68,8 @@ class Settings:
     refinement: RefinementSettings = field(default_factory=RefinementSettings)
     texture_size: int = 1024
     texture: TextureSettings = field(default_factory=TextureSettings)
+    # GCN texture refinement with the identity loss; iterations 0 (``fast``) keeps the coarse albedo
+    texture_refinement: TextureRefinementSettings = field(default_factory=TextureRefinementSettings)
     detail: bool = False
     detail_iterations: int = 0
     detail_resolution: int = 256
@@ -79,9 +82,12 @@ def preset_settings(preset: str, **overrides) -> Settings:
     if preset not in PRESET_NAMES:
         raise LikenessError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}.")
     by_preset = {
-        "fast": dict(refinement=RefinementSettings(iterations=30, resolution=160), texture_size=512),
-        "balanced": dict(refinement=RefinementSettings(iterations=100, resolution=224), texture_size=1024),
+        "fast": dict(refinement=RefinementSettings(iterations=30, resolution=160), texture_size=512,
+                     texture_refinement=TextureRefinementSettings(iterations=0)),
+        "balanced": dict(refinement=RefinementSettings(iterations=100, resolution=224), texture_size=1024,
+                         texture_refinement=TextureRefinementSettings(iterations=40, resolution=224)),
         "quality": dict(refinement=RefinementSettings(iterations=150, resolution=256), texture_size=1024,
+                        texture_refinement=TextureRefinementSettings(iterations=60, resolution=256),
                         detail=True, detail_iterations=80, detail_resolution=256),
     }[preset]
     return replace(Settings(preset=preset, **by_preset), **overrides)
@@ -115,6 +121,7 @@ class Pipeline:
         self._uv_surfaces: dict[int, UVSurface] = {}
         self._clip: tuple[tuple, object] | None = None
         self._identity_net: FaceRecognitionNet | None = None
+        self._graph: MeshGraph | None = None
 
     @property
     def detector(self):
@@ -260,6 +267,10 @@ class Pipeline:
             texture = self._texture(photos, [f.params for f in fitted], settings.texture_size,
                                     settings.texture)
         progress.check()  # stages check at their start; this one has no steps of its own
+        if settings.texture_refinement.iterations > 0 and photos[0].detection.is_dense:
+            with _timed(timings, "texture_refine"):
+                texture = self._refine_texture(photos[0], fitted[0].params, texture,
+                                               settings.texture_refinement, progress, warnings)
         fits = [p.fit(self.model, c, f) for p, c, f in zip(photos, coarse, fitted)]
         rec = self._result(fits, dropped, texture, timings)
         rec.warnings.extend(warnings)
@@ -317,6 +328,12 @@ class Pipeline:
 
     def _points_of(self, photo: _Photo, settings: RegressionSettings):
         return self.surface_points(settings.num_identity, "mesh" if photo.detection.is_dense else "keypoints")
+
+    @property
+    def skin_graph(self) -> MeshGraph:
+        if self._graph is None:
+            self._graph = MeshGraph.of_skin(self.model)
+        return self._graph
 
     @property
     def identity_net(self) -> FaceRecognitionNet:
@@ -390,6 +407,22 @@ class Pipeline:
         albedo = complete(self.model, surface, fused, settings)
         albedo8 = np.clip(albedo * 255 + 0.5, 0, 255).astype(np.uint8)
         return TextureResult(albedo8, fused.visibility, fused.observed, fused.weight)
+
+    def _refine_texture(self, photo: _Photo, params: FaceParams, texture: TextureResult,
+                        settings: TextureRefinementSettings, progress: Progress,
+                        warnings: list[str]) -> TextureResult:
+        """The GCN refinement (core.texture_gcn) against the first photo."""
+        try:
+            net = self.identity_net
+        except AssetError as exc:
+            net = None
+            warnings.append(f"Texture refinement ran without its identity loss: {exc}")
+        trusted = None if photo.skin is None else photo.skin.trust > 0.5
+        result = refine_texture(self.model, photo.rgb, params, photo.detection, texture,
+                                self.uv_surface(texture.albedo.shape[0]), self.skin_graph, net, settings,
+                                trusted, progress)
+        photo.metrics.update(result.metrics)
+        return replace(texture, albedo=result.albedo)
 
     def _result(self, fits: list[PhotoFit], dropped: list[DroppedPhoto], texture: TextureResult,
                 timings: dict[str, float]) -> Reconstruction:

