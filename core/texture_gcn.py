@@ -54,7 +54,7 @@ class TextureRefinementSettings:
     lr: float = 1e-3
     pixel_weight: float = 1.0
     identity_weight: float = 1.0
-    vertex_weight: float = 1.0
+    vertex_weight: float = 10.0
 
 
 @dataclass
