@@ -113,6 +113,20 @@ def test_3_concurrent_writers_are_refused(tmp_path):
 # Crashes that aborted a whole batch (4-7)
 
 
+def test_4_and_7_damaged_avif_and_a_fifo_fail_alone(tmp_path):
+    avif = tmp_path / "phone_export.jpg"  # AVIF content under any name
+    Image.open(face_photo(PHOTO)).save(avif, format="AVIF")
+    avif.write_bytes(avif.read_bytes()[:400])
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    result = cli("reconstruct", str(avif), str(fifo), str(face_photo(PHOTO)), "-o", str(tmp_path / "o"),
+                 "--preset", "fast", "--no-glb", timeout=300)
+    assert result.returncode == 1 and "1 of 3 photo(s) done" in result.stdout, result.stdout + result.stderr
+    assert "phone_export.jpg: FAILED" in result.stdout and "damaged" in result.stdout
+    assert "pipe.jpg: FAILED" in result.stdout and "not a regular file" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
 def test_5_damaged_clip_checkpoint_is_a_clear_error_before_any_photo(tmp_path, pipeline):
     from core.pipeline import preset_settings
 
@@ -155,6 +169,17 @@ def test_6_face_model_problems_are_messages_not_tracebacks(tmp_path, problem):
 
 # ---------------------------------------------------------------------------------------------
 # Wrong results (9-11)
+
+
+def test_9_float_image_with_an_outlier_and_inf_is_still_0_to_1(pipeline):
+    from core.pipeline import preset_settings
+
+    unit = np.asarray(Image.open(face_photo(PHOTO)).convert("RGB"), np.float32) / 255
+    unit[0, 0] = (1.7, np.inf, 0.5)
+    rec = pipeline.run(unit, preset_settings("fast"))
+    reference = np.asarray(Image.open(face_photo(PHOTO)).convert("RGB")).astype(int)
+    assert np.abs(rec.image.astype(int) - reference).mean() < 1
+    assert any("clipped" in w for w in rec.warnings)
 
 
 def test_10_output_inside_the_input_is_not_read_back(tmp_path):
