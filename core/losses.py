@@ -8,9 +8,8 @@ over channels. A masked mean weighs every element by its mask value, so anything
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -169,56 +168,6 @@ def landmark_loss(
     e2 = ((pred - target) / scale).square().sum(dim=-1)
     loss = delta * delta * (torch.sqrt(1.0 + e2 / (delta * delta)) - 1.0)
     return masked_mean(loss, weights)
-
-
-def anchor_grid(box: Sequence[float], n: int = 32) -> torch.Tensor:
-    """``(n * n, 2)`` anchors ``(x, y)`` at the cell centres of an ``n x n`` grid over ``box``
-    ``(x0, y0, x1, y1)`` (e.g. the face box), for ``part_reprojection_loss``."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    xs = x0 + (torch.arange(n, dtype=torch.float32) + 0.5) * (x1 - x0) / n
-    ys = y0 + (torch.arange(n, dtype=torch.float32) + 0.5) * (y1 - y0) / n
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-
-
-def mask_points(mask: np.ndarray | torch.Tensor, max_points: int = 4096) -> torch.Tensor:
-    """Pixel centres ``(M, 2)`` ``(x, y)`` of a part mask ``(H, W)``, thinned on a regular sub-grid to
-    at most about ``max_points`` so that anchor distances stay cheap."""
-    mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask) > 0
-    step = max(1, math.ceil(math.sqrt(int(mask.sum()) / max_points)))
-    rows, cols = torch.nonzero(mask[::step, ::step], as_tuple=True)
-    return torch.stack([cols * step + 0.5, rows * step + 0.5], dim=1).float()
-
-
-def _anchor_distances(anchors: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Distance from each anchor ``(K, 2)`` to the nearest of ``points`` ``(N, 2)``: ``(K,)``."""
-    d2 = (anchors[:, None, :] - points[None, :, :]).square().sum(dim=-1).amin(dim=1)
-    return torch.sqrt(d2 + 1e-12)
-
-
-def part_reprojection_loss(
-    parts: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-    anchors: torch.Tensor,
-    scale: float = 1.0,
-    part_weights: Mapping[str, float] | None = None,
-) -> torch.Tensor:
-    """3DDFA-V3's part re-projection distance. ``parts`` maps a part name (eyes, brows, nose, lips,
-    ...) to ``(pred (N, 2), target (M, 2))``: the part's projected model points and the target
-    region's points (``mask_points`` turns a segmentation mask into those). Each part is compared
-    through the distance from every anchor (``anchor_grid``) to its nearest point: mean over anchors
-    of ``|d_pred - d_target|`` / ``scale`` (face size), then the ``part_weights`` mean over parts.
-    Unlike point-to-point terms it needs no correspondence between model points and the region."""
-    if not parts:
-        raise ValueError("part_reprojection_loss needs at least one part.")
-    anchors = anchors.to(next(iter(parts.values()))[0])
-    total, weight_sum = anchors.new_zeros(()), 0.0
-    for name, (pred, target) in parts.items():
-        weight = 1.0 if part_weights is None else float(part_weights.get(name, 1.0))
-        d_pred = _anchor_distances(anchors, pred)
-        d_target = _anchor_distances(anchors, target.to(pred).detach())
-        total = total + weight * (d_pred - d_target).abs().mean() / scale
-        weight_sum += weight
-    return total / max(weight_sum, 1e-12)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,15 +11,12 @@ from scipy.spatial import cKDTree
 
 from core.face_model import FACE_POLYGONS
 from core.losses import (
-    anchor_grid,
     clip_consistency_loss,
     frequency_band_losses,
     frequency_wing_loss,
     landmark_loss,
     laplacian_smoothness,
     magnitude_loss,
-    mask_points,
-    part_reprojection_loss,
     photometric_loss,
     symmetry_loss,
     wing_loss,
@@ -163,39 +160,6 @@ def test_landmark_loss():
     ratio = landmark_loss(farther, target, scale=200.0) / landmark_loss(far, target, scale=200.0)
     assert ratio.item() < 2.2
     assert_differentiable(lambda p: landmark_loss(p, target, scale=200.0), pred)
-
-
-def test_part_reprojection_loss():
-    anchors = anchor_grid((0, 0, 128, 128), n=16)
-    assert anchors.shape == (256, 2) and torch.allclose(anchors[0], torch.tensor([4.0, 4.0]))
-    mask = np.zeros((128, 128), bool)
-    mask[40:56, 30:60] = True  # an "eye" region
-    target = mask_points(mask)
-    assert len(target) == mask.sum() and target[:, 0].min() == 30.5 and target[:, 1].max() == 55.5
-    assert len(mask_points(np.ones((128, 128)), max_points=1000)) <= 1100
-    # The model's part points: a coarser sampling of the same region, then displaced.
-    model_points = torch.stack(torch.meshgrid(torch.linspace(31, 59, 8), torch.linspace(41, 55, 5),
-                                              indexing="xy"), dim=-1).reshape(-1, 2)
-    lips = mask_points(np.pad(np.ones((6, 20), bool), ((90, 32), (50, 58))))
-    shift = torch.tensor([25.0, -10.0])
-    losses = []
-    for t in (1.0, 0.75, 0.5, 0.25, 0.0):
-        parts = {"eye": (model_points + t * shift, target), "lips": (lips + t * shift, lips)}
-        losses.append(part_reprojection_loss(parts, anchors, scale=128.0).item())
-    assert all(a > b for a, b in zip(losses, losses[1:], strict=False)), losses
-    assert part_reprojection_loss({"lips": (lips, lips)}, anchors, 128.0).item() == pytest.approx(0, abs=1e-6)
-    # A gradient step moves the prediction towards the target.
-    pred = (model_points + shift).requires_grad_(True)
-    loss = part_reprojection_loss({"eye": (pred, target)}, anchors, scale=128.0)
-    loss.backward()
-    assert torch.dot(pred.grad.sum(dim=0), shift) > 0  # descent direction points back by -shift
-    stepped = part_reprojection_loss({"eye": (pred.detach() - 200.0 * pred.grad, target)}, anchors, 128.0)
-    assert stepped.item() < loss.item()
-    # Part weights: a zero weight removes a part.
-    parts = {"eye": (model_points + shift, target), "lips": (lips, lips)}
-    weighted = part_reprojection_loss(parts, anchors, 128.0, part_weights={"lips": 0.0})
-    eye_only = part_reprojection_loss({"eye": parts["eye"]}, anchors, 128.0)
-    assert weighted.item() == pytest.approx(eye_only.item())
 
 
 def test_laplacian_smoothness(face_mask):
