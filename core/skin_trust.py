@@ -19,12 +19,15 @@ import numpy as np
 
 from .correspondence import FACE_OVAL
 from .native_log import quiet_mediapipe
-from .skin_mask import part_masks, skin_mask
+from .skin_mask import face_mask, part_masks, skin_mask
 
 NOSE_TIP = 1
 CENTRAL_SCALE = 0.7  # the colour model is fitted inside the face oval shrunk by this around the nose
 CHI2_KEEP = 7.38  # 97.5% quantile of chi-square with 2 dof: robust re-estimation keeps these
 CHROMA_RAMP = (2.5, 4.0)  # Mahalanobis distance in chroma: full trust below, none above
+# Outside the face oval (where hair, ears, neck and collars meet) the chroma test is stricter:
+# blond and light-brown hair sit only 2-3 standard deviations from the skin there.
+STRICT_CHROMA_RAMP = (1.5, 2.5)
 CHROMA_FLOOR = 0.03  # minimum chroma std (log ratio): JPEG-flat faces must not give a razor-thin model
 DARKER_RAMP = (0.55, 0.95)  # log luminance below the face's median: shadowed skin .. hair / stubble
 BRIGHTER_RAMP = (0.5, 0.8)  # log luminance above it: blow-outs
@@ -32,7 +35,10 @@ PERSON_RAMP = (0.3, 0.7)  # selfie-segmentation probability
 BORDER_ERODE = 0.012  # of the face size: pixels mixing skin with an occluder are left out
 THIN_DARK = (0.15, 0.3)  # log-luminance black-hat: glasses frames, strands of hair, stubble
 THIN_DARK_SIZE = 0.04  # of the face size: the widest structure the black-hat picks out
-ROUGH = (0.06, 0.12)  # local std of log luminance: skin is smooth, hair and beard are not
+# Local std of log luminance: skin is smoother than hair and beard. Trust fades from ROUGH_FACTOR
+# times the central face's median (at least ROUGH_FLOOR) to twice that.
+ROUGH_FACTOR = 2.0
+ROUGH_FLOOR = 0.06
 ROUGH_SIZE = 0.015  # of the face size: the scale of that texture measure
 BELOW_CHIN = (0.1, 0.25)  # of the face height below the chin: the neck fades out (collars)
 CHIN = 152
@@ -79,17 +85,15 @@ class SkinColourModel:
             cov = np.cov(chroma[keep].T) * 0.975 / p4 + np.eye(2) * CHROMA_FLOOR ** 2
         return SkinColourModel(mean, cov, float(np.median(luma[keep])))
 
-    def probability(self, rgb: np.ndarray) -> np.ndarray:
-        """Soft skin membership in [0, 1] of float RGB (..., 3)."""
+    def probability(self, rgb: np.ndarray, strict: np.ndarray | float = 0.0) -> np.ndarray:
+        """Soft skin membership in [0, 1] of float RGB (..., 3); ``strict`` in [0, 1] moves the
+        chroma test from CHROMA_RAMP to STRICT_CHROMA_RAMP."""
         chroma, luma = _features(rgb)
         d = np.sqrt(_mahalanobis2(chroma, self.mean, self.cov))
+        lo = CHROMA_RAMP[0] + (STRICT_CHROMA_RAMP[0] - CHROMA_RAMP[0]) * strict
+        hi = CHROMA_RAMP[1] + (STRICT_CHROMA_RAMP[1] - CHROMA_RAMP[1]) * strict
         rel = luma - self.log_luma
-        return _ramp(d, *CHROMA_RAMP) * _ramp(-rel, *DARKER_RAMP) * _ramp(rel, *BRIGHTER_RAMP)
-
-    def tone(self) -> np.ndarray:
-        """The modelled skin colour, RGB float in [0, 1] (median luminance, mean chroma)."""
-        ratio = np.array([np.exp(self.mean[0]), 1.0, np.exp(self.mean[1])])
-        return np.clip(ratio * np.exp(self.log_luma) / (ratio @ [0.299, 0.587, 0.114]), 0, 1)
+        return np.clip((hi - d) / (hi - lo), 0, 1) * _ramp(-rel, *DARKER_RAMP) * _ramp(rel, *BRIGHTER_RAMP)
 
 
 def _mahalanobis2(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
@@ -155,8 +159,13 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray) -> Sk
     parts, openings = part_masks(landmarks, height, width)
     face_size = float(np.ptp(landmarks[FACE_OVAL], axis=0).max())
     luma = np.log(np.maximum(photo @ np.array([0.299, 0.587, 0.114], np.float32), 1 / 255))
-    skin = (colour.probability(photo) * _ramp(_thin_dark(luma, face_size), *THIN_DARK)
-            * _ramp(_roughness(luma, face_size), *ROUGH))
+    rough = _roughness(luma, face_size)
+    rough_lo = max(ROUGH_FLOOR, ROUGH_FACTOR * float(np.median(rough[sample])))
+    oval = face_mask(landmarks, height, width).astype(np.float32)
+    oval = cv2.dilate(oval, _disc(int(0.03 * face_size) + 1))
+    outside = 1 - cv2.GaussianBlur(oval, (0, 0), max(1.0, 0.015 * face_size))
+    skin = (colour.probability(photo, outside) * _ramp(_thin_dark(luma, face_size), *THIN_DARK)
+            * _ramp(rough, rough_lo, 2 * rough_lo))
     trust = np.where(parts, 1.0, skin) * person_w * ~openings * _below_chin(landmarks, height, width)
     trust = _connected_to(trust, sample)
     radius = max(1, int(round(BORDER_ERODE * face_size)))
