@@ -20,6 +20,7 @@ from .correspondence import Correspondence, load_correspondence
 from .detail import DetailSettings, add_detail, clip_extractor
 from .detection import FaceDetection, MediaPipeMesh, detect_face, make_detector
 from .errors import AssetError, Cancelled, LikenessError, NoFaceError, PhotoSetError
+from .eyelids import match_eyelids
 from .face_model import FaceModel, load_face_model
 from .fusion import fuse, sharpness
 from .identity import FaceRecognitionNet, embed_photo, load_identity_net
@@ -262,6 +263,9 @@ class Pipeline:
             fitted = [RefinementResult(replace(c, identity=identity.copy()), {}) for c in coarse]
             for i, result in zip(dense, refined):
                 fitted[i] = result
+        for i in dense:  # a closed or winking eye stays closed
+            fitted[i] = replace(fitted[i], params=match_eyelids(self.model, fitted[i].params,
+                                                                 photos[i].detection.landmarks))
         with _timed(timings, "texture"):
             progress.stage("texture")
             texture = self._texture(photos, [f.params for f in fitted], settings.texture_size,

@@ -1,0 +1,18 @@
+"""A winking eye stays closed in the fitted head (real photo 3ddfa_v3/examples/1.jpg)."""
+
+import numpy as np
+from conftest import FACES
+
+from core.eyelids import EYES, _opening
+from core.pipeline import preset_settings
+
+
+def test_winking_eye_is_fitted_closed_and_the_open_one_open(pipeline):
+    rec = pipeline.run(FACES / "3ddfa_v3" / "examples" / "1.jpg", preset_settings("fast", texture_size=128))
+    w = rec.expression_weights
+    assert w["eyeBlink_L"] > 0.95 and w["eyeWide_L"] == 0  # the subject winks with the left eye
+    assert w["eyeBlink_R"] < 0.6
+    right, left = (_opening(rec.landmarks68_2d, e.model_upper, e.model_lower, e.model_corners) for e in EYES)
+    assert left < 0.12 < 0.2 < right  # lid gap / eye width, in the photo
+    mp_right = _opening(rec.detected_landmarks, EYES[0].mp_upper, EYES[0].mp_lower, EYES[0].mp_corners)
+    assert np.isclose(right, mp_right, atol=0.03)  # the open eye opens as much as in the photo
