@@ -1,12 +1,14 @@
 """Several photos of one face -> one skin atlas.
 
-Per texel, each photo's trust (in front, facing the camera, inside the photo) is scaled by how
+Per texel, each photo's trust (visible, facing the camera, trusted skin: core.texture) is scaled by how
 finely that photo resolves the texel (pixels per metre relative to the best photo there) and
-by the photo's sharpness; the best-seen photo dominates (weights raised to a power) while
-neighbouring photos still blend in where they are almost as good, so view borders fade instead
-of cutting. Before blending, each photo's de-lit colours are matched to the best-covering photo
-by per-channel gains on the texels both see well, so white balance and exposure differences
-between photos do not show as seams.
+by the photo's sharpness, and on the face parts (eyes, brows, lips, nostrils) by how neutral
+the photo's expression is: a smile or a squint reshapes them more than the fitted expression
+follows, so they come from the calmest photo that shows them. The best-seen photo dominates
+(weights raised to a power) while neighbouring photos still blend in where they are almost as
+good, so view borders fade instead of cutting. Before blending, each photo's de-lit colours are
+matched to the best-covering photo by per-channel gains on the skin texels both see well, so
+white balance and exposure differences between photos do not show as seams.
 """
 
 from __future__ import annotations
@@ -34,18 +36,26 @@ def sharpness(rgb: np.ndarray, box: np.ndarray) -> float:
     return float(np.mean(cv2.Laplacian(grey, cv2.CV_32F) ** 2))
 
 
-def view_quality(views: list[Unwrap], sharpness_scores: list[float]) -> np.ndarray:
+def neutrality(expression: np.ndarray) -> float:
+    """1 for a neutral face, towards 0 the more expression weights are active."""
+    return float(np.exp(-np.sum(expression)))
+
+
+def view_quality(views: list[Unwrap], sharpness_scores: list[float], neutral: list[float]) -> np.ndarray:
     """(n, S, 2S) per-photo quality of each texel in [0, 1]."""
     density = np.stack([v.pixels_per_metre for v in views])
     relative = density / np.maximum(density.max(0), 1e-9)
     sharp = np.asarray(sharpness_scores, np.float64)
     sharp = np.sqrt(sharp / max(sharp.max(), 1e-12))  # blur costs less than missing resolution
-    return np.stack([v.weight for v in views]) * relative * sharp[:, None, None]
+    calm = np.asarray(neutral, np.float64) / max(max(neutral), 1e-12)
+    parts = np.stack([v.parts for v in views])
+    on_parts = 1 - parts + parts * calm[:, None, None]
+    return np.stack([v.weight for v in views]) * relative * sharp[:, None, None] * on_parts
 
 
 def colour_gains(albedos: np.ndarray, quality: np.ndarray) -> np.ndarray:
     """(n, 3) per-channel gains that bring each photo's de-lit colour to the photo that covers
-    the most skin, measured on the texels both see well."""
+    the most skin, measured on the (skin) texels both see well."""
     ref = int(np.argmax(quality.sum((1, 2))))
     gains = np.ones((len(albedos), 3))
     for i in range(len(albedos)):
@@ -58,13 +68,16 @@ def colour_gains(albedos: np.ndarray, quality: np.ndarray) -> np.ndarray:
     return gains
 
 
-def fuse(views: list[Unwrap], sharpness_scores: list[float]) -> tuple[Unwrap, np.ndarray]:
-    """One unwrap from several photos' unwraps, and the (n, 3) colour gains applied."""
+def fuse(views: list[Unwrap], sharpness_scores: list[float],
+         neutral: list[float]) -> tuple[Unwrap, np.ndarray]:
+    """One unwrap from several photos' unwraps (with each photo's ``sharpness`` and expression
+    ``neutrality``), and the (n, 3) colour gains applied."""
     if len(views) == 1:
         return views[0], np.ones((1, 3))
-    quality = view_quality(views, sharpness_scores)
+    quality = view_quality(views, sharpness_scores, neutral)
     albedos = np.stack([v.albedo for v in views])
-    gains = colour_gains(albedos, quality)
+    skin = quality * (1 - np.stack([v.parts for v in views]))
+    gains = colour_gains(albedos, skin)
     blend = quality ** BEST_VIEW_POWER
     blend /= np.maximum(blend.sum(0), 1e-12)
     matched = albedos * gains[:, None, None, :]

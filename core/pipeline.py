@@ -22,7 +22,7 @@ from .detection import FaceDetection, MediaPipeMesh, detect_face, make_detector
 from .errors import AssetError, Cancelled, LikenessError, NoFaceError, PhotoSetError
 from .eyelids import match_eyelids
 from .face_model import FaceModel, load_face_model
-from .fusion import fuse, sharpness
+from .fusion import fuse, neutrality, sharpness
 from .identity import FaceRecognitionNet, embed_photo, load_identity_net
 from .image_io import load_image
 from .params import Camera, FaceParams
@@ -405,7 +405,8 @@ class Pipeline:
         for photo in photos:
             photo.skin = self.skin_trust(photo.rgb, photo.detection)
         views = [unwrap(self.model, p.rgb, q, surface, p.skin) for p, q in zip(photos, params)]
-        fused, gains = fuse(views, [sharpness(p.rgb, p.detection.box) for p in photos])
+        fused, gains = fuse(views, [sharpness(p.rgb, p.detection.box) for p in photos],
+                            [neutrality(q.expression) for q in params])
         for photo, gain in zip(photos, gains):
             photo.metrics.update({f"colour_gain_{c}": float(g) for c, g in zip("rgb", gain)})
         albedo = complete(self.model, surface, fused, settings)
