@@ -18,7 +18,14 @@ import numpy as np
 
 from .correspondence import Correspondence, load_correspondence
 from .detail import DetailSettings, add_detail, clip_extractor
-from .detection import FaceDetection, MediaPipeMesh, detect_face, make_detector
+from .detection import (
+    FaceDetection,
+    MediaPipeMesh,
+    detect_face,
+    detection_notes,
+    find_upright,
+    make_detector,
+)
 from .errors import AssetError, Cancelled, LikenessError, NoFaceError, PhotoSetError
 from .eyelids import match_eyelids
 from .face_model import FaceModel, load_face_model
@@ -179,12 +186,13 @@ class Pipeline:
         return self._points[key]
 
     def detect(self, rgb: np.ndarray, face_index: Optional[int] = None,
-               source: str = "the image") -> FaceDetection:
+               source: str = "the image", faces: Optional[list[FaceDetection]] = None) -> FaceDetection:
         """One face; with dense landmarks when the landmark network accepts it, else (profiles) the most
-        confident BlazeFace proposal with its six keypoints (core.profile)."""
+        confident BlazeFace proposal with its six keypoints (core.profile). ``faces``: the detector's
+        findings in ``rgb`` when already known."""
         try:
             return detect_face(rgb, face_index=face_index, detector=self.detector, mesh=self.mesh,
-                               source=source)
+                               source=source, faces=faces)
         except NoFaceError:
             proposals = getattr(self.detector, "proposals", None)
             sparse = profile_proposal(proposals(rgb)) if proposals is not None and not face_index else None
@@ -309,18 +317,19 @@ class Pipeline:
         with _timed(own, "detect"):
             progress.stage("detect")
             source = _label(loaded.path or item, index) if count > 1 or loaded.path else "the image"
-            detection = self.detect(loaded.rgb, settings.face_index, source)
+            turns, faces = find_upright(loaded.rgb, self.detector.detect)
+            rgb = np.ascontiguousarray(np.rot90(loaded.rgb, turns)) if turns else loaded.rgb
+            detection = self.detect(rgb, settings.face_index, source, faces)
         with _timed(own, "regress"):
-            alone, target = self.fit_landmarks(detection, loaded.rgb.shape[1], loaded.rgb.shape[0],
-                                               settings.regression)
+            alone, target = self.fit_landmarks(detection, rgb.shape[1], rgb.shape[0], settings.regression)
         for key, seconds in own.items():
             timings[key] = timings.get(key, 0.0) + seconds
         path = str(loaded.path) if loaded.path else None
-        notes = list(loaded.notes)
+        notes = list(loaded.notes) + detection_notes(turns, faces, detection, settings.face_index)
         if not detection.is_dense:
             notes.append("Only the eyes, nose, mouth and ears were found (a strong profile?): the head "
                          "is a coarse fit to those points, without photometric refinement.")
-        return _Photo(loaded.rgb, path, _label(loaded.path or item, index), detection, target, alone, own,
+        return _Photo(rgb, path, _label(loaded.path or item, index), detection, target, alone, own,
                       notes)
 
     def _joint_landmarks(self, photos: list[_Photo], settings: RegressionSettings,

@@ -171,6 +171,66 @@ def test_6_face_model_problems_are_messages_not_tracebacks(tmp_path, problem):
 # Wrong results (9-11)
 
 
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_8_a_photo_on_its_side_or_upside_down_is_turned_upright(pipeline, fast_reconstruction, turns):
+    """Without EXIF orientation, the photo is turned so the face is upright before fitting (and
+    says so), instead of an upright head being fitted over a sideways or upside-down face."""
+    from core.pipeline import preset_settings
+
+    upright = fast_reconstruction  # 000002.jpg, fitted as it is
+    turned = np.ascontiguousarray(np.rot90(upright.image, -turns))  # clockwise: the photo is wrong
+    rec = pipeline.run(turned, preset_settings("fast"))
+    np.testing.assert_array_equal(rec.image, upright.image)  # turned back exactly
+    assert any("not upright" in w and f"{90 * turns} degrees" in w for w in rec.warnings)
+    error = np.linalg.norm(rec.landmarks68_2d - upright.landmarks68_2d, axis=1)
+    assert np.median(error) < 3, np.median(error)
+
+
+def _press_photo() -> np.ndarray:
+    """A speaker beside a large round medallion with a face on its side (a gilded, posterised
+    portrait of another person turned by 85 degrees), bigger than the speaker's face."""
+    from PIL import ImageDraw, ImageOps
+
+    portrait = Image.open(face_photo("img1.jpg")).convert("L")
+    w, h = portrait.size
+    side = int(min(w, h) * 0.75)
+    top = int(h * 0.12)
+    medal = portrait.crop(((w - side) // 2, top, (w - side) // 2 + side, top + side)).resize((520, 520))
+    medal = ImageOps.colorize(ImageOps.posterize(ImageOps.autocontrast(medal), 3), (90, 60, 10),
+                              (250, 215, 120))
+    round_mask = Image.new("L", medal.size, 0)
+    ImageDraw.Draw(round_mask).ellipse((0, 0, 519, 519), fill=255)
+    canvas = Image.new("RGB", (1100, 700), (70, 80, 95))
+    canvas.paste(medal.rotate(85, resample=Image.Resampling.BICUBIC), (20, 60), round_mask)
+    canvas.paste(Image.open(face_photo(PHOTO)).convert("RGB"), (620, 80))
+    return np.asarray(canvas)
+
+
+def test_12_the_speaker_not_the_larger_emblem_is_fitted(pipeline):
+    from core.detection import face_roll
+    from core.pipeline import preset_settings
+
+    photo = _press_photo()
+    faces = pipeline.detector.detect(photo)
+    assert len(faces) == 2 and abs(face_roll(faces[0])) > 60  # the largest "face" is the medallion's
+    rec = pipeline.run(photo, preset_settings("fast"))
+    assert rec.face_box[0] > 620  # the speaker, on the right
+    assert any("2 faces were found" in w and "--face-index" in w for w in rec.warnings)
+    medallion = pipeline.run(photo, preset_settings("fast", face_index=0))  # still reachable on request
+    assert medallion.face_box[2] < 560
+
+
+def test_16_a_tiny_face_gets_a_warning(pipeline):
+    from core.pipeline import preset_settings
+
+    photo = Image.open(face_photo(PHOTO)).convert("RGB")
+    small = photo.resize((photo.width * 3 // 10, photo.height * 3 // 10), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (400, 300), (128, 128, 128))
+    canvas.paste(small, (140, 60))
+    rec = pipeline.run(np.asarray(canvas), preset_settings("fast"))
+    assert any("pixels across" in w for w in rec.warnings), rec.warnings
+
+
 def test_9_float_image_with_an_outlier_and_inf_is_still_0_to_1(pipeline):
     from core.pipeline import preset_settings
 
