@@ -20,8 +20,8 @@ Setup of the judge (once, outside the repository or in the git-ignored .faceres/
 
 Two phases, so that "before" can be reconstructed by another checkout of the code:
 
-    python benchmarks/likeness.py reconstruct --out /tmp/likeness [--configs after,no_identity,no_gcn]
-    PYTHONPATH=/tmp/old-main python benchmarks/likeness.py reconstruct --out /tmp/likeness --configs before
+    python benchmarks/likeness.py reconstruct --out /tmp/likeness
+    PYTHONPATH=/tmp/old-main python benchmarks/likeness.py reconstruct --out /tmp/likeness --before
     python benchmarks/likeness.py evaluate --out /tmp/likeness [--faceres .faceres]
 
 "mean_shape" needs no reconstruction: the "after" texture on the mean head (identity 0).
@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -56,50 +57,72 @@ RECONSTRUCTED = ("before", "after", "no_identity", "no_gcn")
 
 
 def photos() -> list[tuple[Path, str]]:
+    """(photo, person), people taken in turns (a prefix covers many people)."""
     deepface = SHARED / "faces" / "deepface"
     with open(deepface / "identities.csv") as fh:
         out = [(deepface / row["file"], row["person"]) for row in csv.DictReader(fh)]
     multiview = SHARED / "faces" / "hrn" / "assets" / "examples" / "multi_view_images"
-    return out + [(p, HRN_PERSON) for p in sorted(multiview.glob("*.jpg"))]
+    out += [(p, HRN_PERSON) for p in sorted(multiview.glob("*.jpg"))]
+    seen: dict[str, int] = {}
+    turns = []
+    for _, person in out:
+        seen[person] = seen.get(person, 0) + 1
+        turns.append(seen[person])
+    return [out[i] for i in sorted(range(len(out)), key=lambda i: (turns[i], i))]
 
 
 # ------------------------------------------------------------------------------------------------
 # Phase 1: reconstructions
 
 
-def reconstruct(out: Path, configs: list[str], limit: int | None) -> None:
+def reconstruct(out: Path, before: bool, limit: int | None) -> None:
+    """Balanced-preset heads. The current code runs the pipeline once without the GCN stage
+    ("no_gcn") and refines that coarse texture twice, as the pipeline would ("after") and without
+    the identity loss ("no_identity"); ``before`` runs the checkout on PYTHONPATH as it is."""
     import torch
 
     from core.pipeline import Pipeline, preset_settings
 
     torch.set_num_threads(1)
     pipe = Pipeline()
-    for config in configs:
-        folder = out / config
-        folder.mkdir(parents=True, exist_ok=True)
-        for path, _ in photos()[:limit]:
-            target = folder / f"{path.stem}.npz"
-            if target.exists():
-                continue
+    for path, _ in photos()[:limit]:
+        done = [out / c / f"{path.stem}.npz" for c in (("before",) if before else RECONSTRUCTED[1:])]
+        if all(p.exists() for p in done):
+            continue
+        start = time.perf_counter()
+        if before:
+            _save(out / "before", path, pipe.run(path, preset_settings("balanced")), None, start)
+            continue
+        balanced = preset_settings("balanced").texture_refinement
+        rec = pipe.run(path, preset_settings("balanced", texture_refinement=replace(balanced, iterations=0)))
+        _save(out / "no_gcn", path, rec, None, start)
+        for config, settings in (("after", balanced), ("no_identity", replace(balanced, identity_weight=0))):
             start = time.perf_counter()
-            rec = pipe.run(path, preset_settings("balanced", **_overrides(config)))
-            albedo = cv2.resize(rec.albedo, (2 * ATLAS_SIZE, ATLAS_SIZE), interpolation=cv2.INTER_AREA)
-            fields = {"vertices": rec.vertices, "expression": rec.params.expression, "albedo": albedo,
-                      "timings": json.dumps(rec.timings), "metrics": json.dumps(rec.metrics)}
-            np.savez_compressed(target, **fields)
-            print(f"{config} {path.name}: {time.perf_counter() - start:.1f} s", flush=True)
+            _save(out / config, path, rec, _refined(pipe, rec, settings), start)
 
 
-def _overrides(config: str) -> dict:
-    if config == "before":
-        return {}
-    from core.texture_gcn import TextureRefinementSettings
+def _refined(pipe, rec, settings):
+    from core.detection import FaceDetection
+    from core.texture import TextureResult
+    from core.texture_gcn import refine_texture
 
-    base = TextureRefinementSettings(iterations=40, resolution=224)
-    no_identity = TextureRefinementSettings(**{**vars(base), "identity_weight": 0})
-    return {"after": {"texture_refinement": base},
-            "no_identity": {"texture_refinement": no_identity},
-            "no_gcn": {"texture_refinement": TextureRefinementSettings(iterations=0)}}[config]
+    coarse = TextureResult(rec.albedo, rec.albedo_visibility, np.zeros(0), rec.albedo_trust)
+    detection = FaceDetection(rec.face_box, 1.0, rec.detected_landmarks, None, "mediapipe")
+    surface = pipe.uv_surface(rec.albedo.shape[0])
+    return refine_texture(rec.model, rec.image, rec.params, detection, coarse, surface, pipe.skin_graph,
+                          pipe.identity_net, settings, rec.skin_trust > 0.5)
+
+
+def _save(folder: Path, path: Path, rec, refined, start: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    albedo = rec.albedo if refined is None else refined.albedo
+    albedo = cv2.resize(albedo, (2 * ATLAS_SIZE, ATLAS_SIZE), interpolation=cv2.INTER_AREA)
+    seconds = time.perf_counter() - start
+    metrics = rec.metrics if refined is None else refined.metrics
+    fields = {"vertices": rec.vertices, "expression": rec.params.expression, "albedo": albedo,
+              "seconds": seconds, "metrics": json.dumps(metrics)}
+    np.savez_compressed(folder / f"{path.stem}.npz", **fields)
+    print(f"{folder.name} {path.name}: {seconds:.1f} s", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -116,8 +139,15 @@ def _sh():
     return sh
 
 
+# Flat colours of the parts Likeness does not texture (the eyeballs get an iris and pupil).
+SCLERA = (0.86, 0.83, 0.80)
+PART_COLOURS = {"mouth_socket": (0.30, 0.12, 0.12), "gums_tongue": (0.62, 0.32, 0.32),
+                "teeth": (0.90, 0.87, 0.80), "eyeball_left": SCLERA, "eyeball_right": SCLERA}
+
+
 class HeadRenderer:
-    """The textured head (skin polygons) plus simple eyeballs, from a camera in front of it."""
+    """The textured head (skin polygons) with flat-coloured eyes, mouth and teeth, from a camera in
+    front of it."""
 
     def __init__(self, model):
         import torch
@@ -128,21 +158,20 @@ class HeadRenderer:
         faces, uv_faces = model.triangles(SKIN_POLYGONS)
         self.faces = torch.from_numpy(faces.astype(np.int64))
         self.uv_corners = torch.from_numpy(model.atlas_uvs[uv_faces])
-        eyes = model.region_mask("eyeball_left", "eyeball_right")
-        polygons = model.polygons[eyes[model.polygons[:, :3]].all(1)]
-        self.eye_faces = torch.from_numpy(triangulate(polygons).astype(np.int64))
-        self.eyes = eyes
+        parts = model.region_mask(*PART_COLOURS)
+        polygons = model.polygons[parts[model.polygons[:, :3]].all(1)]
+        self.part_faces = torch.from_numpy(triangulate(polygons).astype(np.int64))
 
-    def _eye_colours(self, vertices: np.ndarray) -> np.ndarray:
-        """Sclera, with an iris and pupil around each eyeball's front-most point."""
+    def _part_colours(self, vertices: np.ndarray) -> np.ndarray:
         colours = np.zeros((len(vertices), 3), np.float32)
-        for side in ("eyeball_left", "eyeball_right"):
-            ids = np.flatnonzero(self.model.region_mask(side))
-            pts = vertices[ids]
-            front = pts[np.argmax(pts[:, 2])]
-            radius = np.linalg.norm(pts[:, :2] - front[:2], axis=1)
-            colour = np.where(radius[:, None] < 0.0055, [0.30, 0.22, 0.16], [0.86, 0.83, 0.80])
-            colours[ids] = np.where(radius[:, None] < 0.0022, [0.05, 0.04, 0.04], colour)
+        for part, colour in PART_COLOURS.items():
+            ids = np.flatnonzero(self.model.region_mask(part))
+            colours[ids] = colour
+            if part.startswith("eyeball"):  # iris and pupil around the front-most point
+                pts = vertices[ids]
+                radius = np.linalg.norm(pts[:, :2] - pts[np.argmax(pts[:, 2]), :2], axis=1)[:, None]
+                colours[ids] = np.where(radius < 0.0055, [0.30, 0.22, 0.16], colour)
+                colours[ids] = np.where(radius < 0.0022, [0.05, 0.04, 0.04], colours[ids])
         return colours
 
     def render(self, vertices: np.ndarray, albedo: np.ndarray, yaw_deg: float, shaded: bool) -> np.ndarray:
@@ -165,8 +194,8 @@ class HeadRenderer:
         with torch.no_grad():
             skin = render(verts, self.faces, camera, uv_corners=self.uv_corners, texture=texture, sh=sh,
                           cull_backfaces=True)
-            eyes = render(verts, self.eye_faces, camera, sh=sh, cull_backfaces=True,
-                          vertex_colors=torch.from_numpy(self._eye_colours(vertices)))
+            eyes = render(verts, self.part_faces, camera, sh=sh, cull_backfaces=True,
+                          vertex_colors=torch.from_numpy(self._part_colours(vertices)))
         skin_depth = torch.where(skin.mask, skin.fragments.depth, torch.inf)
         eye_depth = torch.where(eyes.mask, eyes.fragments.depth, torch.inf)
         image = torch.where((eye_depth < skin_depth)[..., None], eyes.image, skin.image)
@@ -210,7 +239,11 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None) 
     from core.face_model import load_face_model
     from core.image_io import load_image
 
-    items = photos()[:limit]
+    # photos every configuration has reconstructed (a partial run: its people with two or more)
+    items = [(path, person) for path, person in photos()[:limit]
+             if all((out / c / f"{path.stem}.npz").exists() for c in RECONSTRUCTED if (out / c).is_dir())]
+    counts = {person: sum(p == person for _, p in items) for _, person in items}
+    items = [(path, person) for path, person in items if counts[person] > 1]
     people = np.array([p for _, p in items])
     model = load_face_model()
     renderer = HeadRenderer(model)
@@ -301,13 +334,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("phase", choices=("reconstruct", "evaluate"))
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--configs", default="after,no_identity,no_gcn")
+    parser.add_argument("--before", action="store_true", help="reconstruct with the code on PYTHONPATH")
     parser.add_argument("--faceres", type=Path, default=REPO / ".faceres")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--gallery", type=Path, default=None)
     args = parser.parse_args()
     if args.phase == "reconstruct":
-        reconstruct(args.out, args.configs.split(","), args.limit)
+        reconstruct(args.out, args.before, args.limit)
         return
     results = evaluate(args.out, args.faceres, args.limit, args.gallery)
     (args.out / "likeness.json").write_text(json.dumps(results, indent=1))

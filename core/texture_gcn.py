@@ -69,6 +69,7 @@ def sparse_matrix(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape:
     csr = scipy.sparse.csr_matrix((values.astype(np.float32), (rows, cols)), shape=shape)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", "Sparse invariant checks are implicitly disabled")
         return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
                                        torch.from_numpy(csr.indices.astype(np.int64)),
                                        torch.from_numpy(csr.data), shape, check_invariants=False)
