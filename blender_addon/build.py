@@ -12,12 +12,24 @@ datablocks made so far are removed again, so the file is left as it was.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import bpy
 import numpy as np
 from mathutils import Matrix
 
+from ..core.parts import (
+    HEAD_REGIONS,
+    IRIS_COS,
+    PLAIN_COLOURS,
+    PUPIL_COLOUR,
+    PUPIL_COS,
+    SCLERA_COLOUR,
+    TEETH_REGIONS,
+    Part,
+    cut_part,
+    eye_centre,
+    iris_colour,
+)
 from ..core.progress import Progress
 
 # ICT model space (y up, z towards the viewer) -> Blender (z up, -y towards the viewer).
@@ -25,66 +37,9 @@ MODEL_TO_BLENDER = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], np.float32)
 # OpenCV camera axes (y down, z forward) -> Blender camera axes (y up, looking along -z).
 OPENCV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0])
 
-# Left out: the eyelash strips and ICT's lacrimal fluid, eye blend and eye occlusion shells are
-# made for alpha-blended textures that the model does not ship; drawn opaque they cover the eyes.
-HEAD_REGIONS = ("face", "head_neck", "mouth_socket", "eye_socket_left", "eye_socket_right")
-TEETH_REGIONS = ("gums_tongue", "teeth")
 # Expressions that move a child part by less than this (metres) get no shape key on it.
 CHILD_KEY_MIN_OFFSET = 5e-4
 BACKGROUND_MAX_SIDE = 1024
-
-# ICT material -> our material kind. The skin (face, back of the head, sockets) shares the
-# reconstructed skin-atlas textures. ICT's eyeball is an outer shell ("sclera", with the cornea
-# bulge) around an inner sphere ("iris"), made for textures ICT does not ship: we paint sclera,
-# iris and pupil on the opaque outer shell by the angle from the eye's axis, so that every engine
-# shows them, and the inner sphere stays hidden behind it.
-MATERIAL_KINDS = {
-    "M_Face": "skin", "M_BackHead": "skin", "M_GumsTongue": "gums", "M_Teeth": "teeth",
-    "M_ScleraLeft": "eye", "M_ScleraRight": "eye", "M_IrisLeft": "eye_inner", "M_IrisRight": "eye_inner",
-}
-PLAIN_COLOURS = {  # linear RGB, roughness
-    "gums": ((0.45, 0.12, 0.12), 0.4), "teeth": ((0.75, 0.72, 0.62), 0.3),
-    "eye_inner": ((0.02, 0.02, 0.02), 0.5),
-}
-SCLERA_COLOUR = (0.75, 0.72, 0.68)
-DEFAULT_IRIS_COLOUR = (0.08, 0.045, 0.02)
-# Cosines of the angles from the eye's axis where the iris (~11.8 mm across on a ~12 mm radius
-# eyeball: 29 degrees) and the pupil (~3.5 mm: 8.5 degrees) begin.
-IRIS_COS, PUPIL_COS = 0.875, 0.989
-# MediaPipe iris landmarks: centre, then four points on the iris outline, for each eye.
-MEDIAPIPE_IRISES = ((468, (469, 470, 471, 472)), (473, (474, 475, 476, 477)))
-
-
-@dataclass
-class Part:
-    """A mesh cut out of the full ICT topology: local vertex ids and the polygons that use them."""
-
-    vertex_ids: np.ndarray  # (n,) into the model's vertices
-    polygons: np.ndarray  # (p, 4) local vertex ids, -1 pads triangles
-    polygon_uvs: np.ndarray  # (p, 4) uv ids into model.uvs
-    kinds: list[str]  # material kind per slot
-    material_index: np.ndarray  # (p,) slot per polygon
-
-
-def cut_part(model, regions: tuple[str, ...]) -> Part:
-    """The polygons of ``model`` whose vertices all lie in ``regions``, re-indexed."""
-    mask = model.region_mask(*regions)
-    vertex_ids = np.flatnonzero(mask)
-    polygons = model.polygons
-    inside = np.where(polygons >= 0, mask[np.maximum(polygons, 0)], True).all(axis=1)
-    local = np.full(len(mask), -1, np.int64)
-    local[vertex_ids] = np.arange(len(vertex_ids))
-    part_polygons = np.where(polygons[inside] >= 0, local[np.maximum(polygons[inside], 0)], -1)
-    all_kinds = sorted(set(MATERIAL_KINDS.values()))
-    kind_of_material = np.array([all_kinds.index(MATERIAL_KINDS.get(name, "skin"))
-                                 for name in model.material_names])
-    kind_ids = kind_of_material[model.polygon_materials[inside]]
-    used, first = np.unique(kind_ids, return_index=True)
-    used = used[np.argsort(first)]  # slots in order of first use
-    slot_of_kind = np.zeros(len(all_kinds), np.int32)
-    slot_of_kind[used] = np.arange(len(used))
-    return Part(vertex_ids, part_polygons, model.polygon_uvs[inside], [all_kinds[k] for k in used],
-                slot_of_kind[kind_ids])
 
 
 def to_blender(points: np.ndarray) -> np.ndarray:
@@ -215,7 +170,7 @@ def eye_material(name: str, iris_colour) -> bpy.types.Material:
     ramp = tree.nodes.new("ShaderNodeValToRGB")
     ramp.color_ramp.interpolation = "LINEAR"
     stops = ((IRIS_COS - 0.004, SCLERA_COLOUR), (IRIS_COS, iris_colour),
-             (PUPIL_COS - 0.003, tuple(0.6 * c for c in iris_colour)), (PUPIL_COS, (0.005, 0.005, 0.005)))
+             (PUPIL_COS - 0.003, tuple(0.6 * c for c in iris_colour)), (PUPIL_COS, PUPIL_COLOUR))
     elements = ramp.color_ramp.elements
     while len(elements) < len(stops):
         elements.new(0.5)
@@ -227,38 +182,6 @@ def eye_material(name: str, iris_colour) -> bpy.types.Material:
         node.location = (x, 300)
     material.diffuse_color = (*SCLERA_COLOUR, 1.0)
     return material
-
-
-def iris_colour(rec) -> tuple[float, float, float]:
-    """Linear RGB of the irises in the photo: the median of a ring between pupil and iris outline
-    around MediaPipe's iris landmarks, without its top (often under the upper lid) and without the
-    brightest pixels (reflections)."""
-    landmarks = rec.detected_landmarks
-    if landmarks is None or len(landmarks) < 478:
-        return DEFAULT_IRIS_COLOUR
-    height, width = rec.image.shape[:2]
-    samples = []
-    for centre_id, outline_ids in MEDIAPIPE_IRISES:
-        centre = landmarks[centre_id]
-        radius = float(np.linalg.norm(landmarks[list(outline_ids)] - centre, axis=1).mean())
-        if radius < 2.0:  # too few pixels to tell a colour
-            continue
-        x0, y0 = np.maximum(np.floor(centre - radius).astype(int), 0)
-        x1, y1 = np.minimum(np.ceil(centre + radius).astype(int) + 1, (width, height))
-        ys, xs = np.mgrid[y0:y1, x0:x1]
-        dx, dy = (xs + 0.5 - centre[0]) / radius, (ys + 0.5 - centre[1]) / radius
-        ring = (np.hypot(dx, dy) > 0.4) & (np.hypot(dx, dy) < 0.75) & (dy > -0.3)  # the lid covers the top
-        pixels = rec.image[y0:y1, x0:x1][ring].astype(np.float32)
-        if len(pixels):
-            brightness = pixels.sum(1)
-            samples.append(pixels[brightness <= np.percentile(brightness, 80)])
-    if not samples:
-        return DEFAULT_IRIS_COLOUR
-    return tuple(float(c) for c in srgb_to_linear(np.median(np.concatenate(samples), axis=0) / 255.0))
-
-
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
 def _image_node(tree, image: bpy.types.Image, location):
@@ -318,14 +241,7 @@ def _part_object(rec, name: str, regions, materials: dict, *, origin=None, all_k
 
 
 def _eye_centre(rec, region: str) -> np.ndarray:
-    """Rotation centre of an eyeball (Blender coordinates): the centre of the sphere behind the
-    cornea, found from its extent (the cornea bulges forward, so the vertex mean would not do)."""
-    start, stop = rec.model.regions[region]
-    points = rec.identity_vertices[start:stop]
-    low, high = points.min(0), points.max(0)
-    radius = 0.5 * (high[0] - low[0])
-    centre = np.array([0.5 * (low[0] + high[0]), 0.5 * (low[1] + high[1]), low[2] + radius])
-    return to_blender(centre[None])[0]
+    return to_blender(eye_centre(rec.model, rec.identity_vertices, region)[None])[0]
 
 
 def _materials(rec, name: str) -> dict:
@@ -336,7 +252,7 @@ def _materials(rec, name: str) -> dict:
         displacement = image_from_array(f"{name}_displacement",
                                         np.asarray(rec.detail.displacement_mm, np.float32), data=True)
     materials = {"skin": skin_material(f"{name}_skin", albedo, normal, displacement),
-                 "eye": eye_material(f"{name}_eye", iris_colour(rec))}
+                 "eye": eye_material(f"{name}_eye", iris_colour(rec.image, rec.detected_landmarks))}
     for kind, (colour, roughness) in PLAIN_COLOURS.items():
         materials[kind] = plain_material(f"{name}_{kind}", colour, roughness)
     return materials

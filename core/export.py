@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -23,7 +23,21 @@ from PIL import Image, ImageDraw
 
 from .errors import DependencyError, LikenessError, OutputError
 from .face_model import FaceModel, triangulate
+from .gltf import head_glb
 from .params import Camera, FaceParams
+from .parts import (
+    EYE_REGIONS,
+    PLAIN_COLOURS,
+    eye_centre,
+    eye_colours,
+    eye_textures,
+    iris_colour,
+    linear_to_srgb8,
+    part_polygons,
+    polygon_kinds,
+    shown_polygons,
+    tile_uvs,
+)
 from .progress import Progress
 from .reconstruction import PhotoFit, Reconstruction
 
@@ -32,8 +46,7 @@ FORMATS = ("obj", "glb")
 DISPLACEMENT_MID_LEVEL = 32768
 DISPLACEMENT_UNIT_MM = 0.001
 PREVIEW_SIZE = 512
-# Helper geometry that is transparent in ICT-FaceKit's own renders: it would hide the eyes.
-_PREVIEW_HIDDEN = ("lacrimal", "eye_blend", "eye_occlusion", "eyelashes")
+PREVIEW_GREY = (220, 215, 210)
 
 
 @contextmanager
@@ -96,19 +109,25 @@ def write_obj(
     uvs: np.ndarray,
     polygon_uvs: np.ndarray,
     mtl_name: str,
-    material: str,
+    material: str | Sequence[str],
     normals: np.ndarray | None = None,
 ) -> None:
     """Wavefront OBJ: ``v``, ``vt`` (OBJ convention, v = 0 at the bottom), optional ``vn``, and
-    faces ``f v/vt[/vn]`` (1-based) from (P, 4) polygons padded with -1 for triangles, all using
-    ``material`` from the library ``mtl_name``."""
-    lines = [f"mtllib {mtl_name}", f"o {material}"]
+    faces ``f v/vt[/vn]`` (1-based) from (P, 4) polygons padded with -1 for triangles, using
+    ``material`` (one name, or one per polygon) from the library ``mtl_name``."""
+    per_polygon = [material] * len(polygons) if isinstance(material, str) else list(material)
+    lines = [f"mtllib {mtl_name}", f"o {Path(path).stem}"]
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, float).tolist()]
     lines += [f"vt {u:.6f} {v:.6f}" for u, v in np.asarray(uvs, float).tolist()]
     if normals is not None:
         lines += [f"vn {x:.5f} {y:.5f} {z:.5f}" for x, y, z in np.asarray(normals, float).tolist()]
-    lines += [f"usemtl {material}", "s 1"]
-    for poly, puv in zip(np.asarray(polygons).tolist(), np.asarray(polygon_uvs).tolist(), strict=True):
+    lines.append("s 1")
+    current = None
+    for poly, puv, name in zip(np.asarray(polygons).tolist(), np.asarray(polygon_uvs).tolist(), per_polygon,
+                               strict=True):
+        if name != current:
+            lines.append(f"usemtl {name}")
+            current = name
         count = 4 if poly[3] >= 0 else 3
         if normals is None:
             corners = (f"{poly[k] + 1}/{puv[k] + 1}" for k in range(count))
@@ -118,75 +137,46 @@ def write_obj(
     write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
-def write_mtl(
-    path: str | Path,
-    material: str,
-    albedo: str,
-    normal_map: str | None = None,
-    displacement: str | None = None,
-) -> None:
-    """Material library with one material: ``map_Kd`` albedo, optional ``map_Bump`` (a tangent
-    space normal map, as Blender's importer reads it) and ``disp`` (16-bit mid-level PNG)."""
-    lines = [f"newmtl {material}", "Ka 0 0 0", "Kd 1 1 1", "Ks 0.05 0.05 0.05", "Ns 20", "illum 2"]
-    lines.append(f"map_Kd {albedo}")
-    if normal_map is not None:
-        lines.append(f"map_Bump {normal_map}")
-    if displacement is not None:
-        lines.append(f"disp {displacement}")
-    write_bytes(path, ("\n".join(lines) + "\n").encode())
+def write_mtl(path: str | Path, materials: dict[str, dict[str, str]]) -> None:
+    """Material library: per material name its statements besides the defaults, e.g.
+    ``{"map_Kd": "albedo.png", "map_Bump": "normal.png"}`` (``map_Bump``: a tangent-space normal
+    map, as Blender's importer reads it; ``disp``: a 16-bit mid-level PNG) or ``{"Kd": "1 0 0"}``."""
+    defaults = {"Ka": "0 0 0", "Kd": "1 1 1", "Ks": "0.05 0.05 0.05", "Ns": "20", "illum": "2"}
+    lines = []
+    for name, statements in materials.items():
+        merged = {**defaults, **statements}
+        lines += [f"newmtl {name}", *(f"{key} {value}" for key, value in merged.items()), ""]
+    write_bytes(path, "\n".join(lines).encode())
 
 
-def split_uv_seams(faces: np.ndarray, face_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """glTF needs one uv per vertex while OBJ has one per corner: make a vertex per distinct
-    (vertex, uv) pair. Returns (vertex ids (N,), uv ids (N,), faces (F, 3) into the N new ones)."""
-    pairs = np.stack([np.asarray(faces).ravel(), np.asarray(face_uvs).ravel()], axis=1)
-    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    return unique[:, 0], unique[:, 1], inverse.reshape(np.shape(faces)).astype(np.int64)
+def obj_materials(rec: Reconstruction) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The head's polygons without the helper shells (see ``core.parts``), their OBJ material
+    names (``likeness_skin``, ``likeness_eye_L`` ...) and the uv table: the skin's atlas UVs, every
+    other part's UVs in its own tile."""
+    shown = shown_polygons(rec.model)
+    kinds = polygon_kinds(rec.model)
+    sides = np.full(len(kinds), "", dtype=object)
+    for side, region in EYE_REGIONS.items():
+        sides[part_polygons(rec.model, (region,)) & (kinds == "eye")] = f"_{side}"
+    names = np.array([f"likeness_{kind}{side}" for kind, side in zip(kinds, sides, strict=True)])
+    uvs = tile_uvs(rec.model)
+    skin_uvs = np.unique(rec.polygon_uvs[kinds == "skin"])
+    skin_uvs = skin_uvs[skin_uvs >= 0]
+    uvs[skin_uvs] = rec.uvs[skin_uvs]
+    return shown, names[shown], uvs
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (V, 3) of triangles ``faces``; zero for unused vertices."""
-    corners = vertices[faces]
-    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    summed = np.zeros_like(vertices, dtype=np.float64)
-    for k in range(3):
-        np.add.at(summed, faces[:, k], face_normals)
-    length = np.linalg.norm(summed, axis=1, keepdims=True)
-    return (summed / np.where(length > 0, length, 1)).astype(np.float32)
-
-
-def write_glb(
-    path: str | Path,
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    uvs: np.ndarray,
-    albedo: np.ndarray,
-    normals: np.ndarray | None = None,
-) -> None:
-    """Binary glTF of one textured mesh: per-vertex ``uvs`` (N, 2) in OBJ convention (trimesh
-    flips v for glTF), ``albedo`` (S, S, 3) uint8 as the PBR baseColorTexture, y-up metres."""
-    import trimesh
-
-    material = trimesh.visual.material.PBRMaterial(
-        name="skin", baseColorTexture=Image.fromarray(albedo), metallicFactor=0.0, roughnessFactor=0.7
-    )
-    mesh = trimesh.Trimesh(
-        vertices=vertices,
-        faces=faces,
-        vertex_normals=normals,
-        visual=trimesh.visual.TextureVisuals(uv=uvs, material=material),
-        process=False,
-    )
-    write_bytes(path, trimesh.exchange.gltf.export_glb(mesh, include_normals=normals is not None))
-
-
-def write_mesh_glb(path: str | Path, model: FaceModel, vertices: np.ndarray, albedo: np.ndarray) -> None:
-    """The whole head (every polygon of ``model``) as GLB, split at uv seams, with the normals of
-    the welded mesh so that the seams do not show in the shading."""
-    faces, face_uvs = model.triangles()
-    vertex_ids, uv_ids, split_faces = split_uv_seams(faces, face_uvs)
-    normals = vertex_normals(vertices, faces)
-    write_glb(path, vertices[vertex_ids], split_faces, model.uvs[uv_ids], albedo, normals[vertex_ids])
+def _mtl_entries(files: dict[str, str]) -> dict[str, dict[str, str]]:
+    skin = {"map_Kd": files["albedo"]}
+    if "normal_map" in files:
+        skin.update(map_Bump=files["normal_map"], disp=files["displacement_png"])
+    entries = {"likeness_skin": skin}
+    for side in EYE_REGIONS:
+        entries[f"likeness_eye_{side}"] = {"map_Kd": files[f"eye_{side}"], "Ns": "200"}
+    for kind, (colour, _) in PLAIN_COLOURS.items():
+        srgb = linear_to_srgb8(colour) / 255.0  # MTL colours are display colours
+        entries[f"likeness_{kind}"] = {"Kd": " ".join(f"{c:.4f}" for c in srgb)}
+    return entries
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,16 +358,16 @@ def _write_all(rec: Reconstruction, folder: Path, formats: tuple[str, ...],
         write_exr(folder / files["displacement_exr"], rec.detail.displacement_mm)
         write_png(folder / files["displacement_png"], displacement_to_uint16(rec.detail.displacement_mm))
         write_png(folder / files["normal_map"], rec.detail.normal_map)
+    eyes = eye_textures(rec)
     if "obj" in formats:
         files.update(obj=f"{name}.obj", mtl=f"{name}.mtl")
-        write_mtl(
-            folder / files["mtl"], "likeness_skin", files["albedo"],
-            files.get("normal_map"), files.get("displacement_png"),
-        )
-        write_obj(
-            folder / files["obj"], rec.vertices, rec.polygons, rec.uvs, rec.polygon_uvs,
-            files["mtl"], "likeness_skin",
-        )
+        for side, image in eyes.items():
+            files[f"eye_{side}"] = f"{name}_eye_{side}.png"
+            write_png(folder / files[f"eye_{side}"], image)
+        write_mtl(folder / files["mtl"], _mtl_entries(files))
+        shown, materials, uvs = obj_materials(rec)
+        write_obj(folder / files["obj"], rec.vertices, rec.polygons[shown], uvs, rec.polygon_uvs[shown],
+                  files["mtl"], materials)
         detail = rec.detail
         if detail is not None and detail.detail_vertices is not None:
             # The densified, displaced face as its own mesh (per-vertex UVs in the skin atlas).
@@ -387,7 +377,7 @@ def _write_all(rec: Reconstruction, folder: Path, formats: tuple[str, ...],
                       files["mtl"], "likeness_skin")
     if "glb" in formats:
         files["glb"] = f"{name}.glb"
-        write_mesh_glb(folder / files["glb"], rec.model, rec.vertices, rec.albedo)
+        write_bytes(folder / files["glb"], head_glb(rec, eyes))
     write_png(folder / files["preview"], preview_image(rec))
     if extra is not None:
         files.update(extra(folder))
@@ -508,9 +498,10 @@ def _preview_row(model: FaceModel, rec: Reconstruction | PhotoFit, size: int) ->
     camera = Camera(cam.focal * scale, (cam.cx - x0) * scale, (cam.cy - y0) * scale, size, size)
     params = rec.params.copy()
     params.camera = camera
-    shade, mask = _shaded_mesh(model, rec.vertices, params)
+    iris = iris_colour(rec.image, rec.detected_landmarks)
+    shade, mask, colour = _shaded_mesh(model, rec.vertices, params, _preview_colours(model, iris))
 
-    grey = np.array([220.0, 215.0, 210.0]) * (0.25 + 0.75 * shade[..., None])
+    grey = colour * (0.25 + 0.75 * shade[..., None])
     overlay = np.where(mask[..., None], 0.5 * photo + 0.5 * grey, photo)
     alone = np.where(mask[..., None], grey, 40.0)
     overlay_img = Image.fromarray(np.clip(overlay, 0, 255).astype(np.uint8))
@@ -545,17 +536,30 @@ def _preview_crop(rec: Reconstruction | PhotoFit) -> tuple[int, int, int]:
     return int(round((bx0 + bx1 - side) / 2)), int(round((by0 + by1 - side) / 2)), side
 
 
-def _shaded_mesh(model: FaceModel, vertices: np.ndarray, params: FaceParams) -> tuple[np.ndarray, np.ndarray]:
-    """Headlight Lambert shading (H, W) in [0, 1] and coverage mask of the head seen by ``params``."""
+def _preview_colours(model: FaceModel, iris: tuple[float, float, float]) -> np.ndarray:
+    """(V, 3) vertex colours 0..255 of the preview's mesh: light grey, the eyeballs' outer shells
+    with sclera, iris and pupil (by each vertex's angle from its eye's axis in the neutral model)."""
+    colours = np.tile(np.array(PREVIEW_GREY, np.float32), (model.num_vertices, 1))
+    for region in EYE_REGIONS.values():
+        start, stop = model.regions[region]
+        directions = model.neutral[start:stop] - eye_centre(model, model.neutral, region)
+        cosines = directions[:, 2] / np.maximum(np.linalg.norm(directions, axis=1), 1e-9)
+        colours[start:stop] = linear_to_srgb8(eye_colours(cosines, iris))
+    return colours
+
+
+def _shaded_mesh(model: FaceModel, vertices: np.ndarray, params: FaceParams,
+                 colours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Headlight Lambert shading (H, W) in [0, 1], coverage mask and the interpolated vertex
+    ``colours`` (H, W, 3) of the head's parts (``core.parts``: no helper shells) seen by ``params``."""
     import torch
 
-    from .rendering import render
+    from .rendering import interpolate, render
 
-    hidden = model.region_mask(*(f"{part}_{side}" for part in _PREVIEW_HIDDEN for side in ("left", "right")))
-    polygons = model.polygons[~hidden[model.polygons[:, :3]].any(axis=1)]
-    faces = torch.from_numpy(triangulate(polygons).astype(np.int64))
+    faces = torch.from_numpy(triangulate(model.polygons[shown_polygons(model)]).astype(np.int64))
     verts_cam = torch.from_numpy(params.to_camera(vertices).astype(np.float32))
     with torch.no_grad():
         out = render(verts_cam, faces, params.camera, cull_backfaces=True)
+        colour = interpolate(out.fragments, torch.from_numpy(colours), faces)
     shade = (-out.normals[..., 2]).clamp(0, 1)  # normals facing the camera have z < 0
-    return shade.numpy(), out.mask.numpy()
+    return shade.numpy(), out.mask.numpy(), colour.numpy()

@@ -12,7 +12,7 @@ import trimesh
 from conftest import face_photo
 from PIL import Image
 
-from core import export
+from core import export, gltf
 from core.errors import LikenessError
 from core.face_model import triangulate
 from core.params import Camera, FaceParams
@@ -110,7 +110,7 @@ def test_exr_roundtrip(tmp_path):
 def test_split_uv_seams():
     faces = np.array([[0, 1, 2], [2, 1, 3]])
     face_uvs = np.array([[0, 1, 2], [4, 1, 3]])  # vertex 2 has uv 2 in one face and uv 4 in the other
-    vertex_ids, uv_ids, split = export.split_uv_seams(faces, face_uvs)
+    vertex_ids, uv_ids, split = gltf.split_uv_seams(faces, face_uvs)
     assert len(vertex_ids) == 5
     np.testing.assert_array_equal(vertex_ids[split], faces)
     np.testing.assert_array_equal(uv_ids[split], face_uvs)
@@ -152,21 +152,19 @@ def test_obj_with_normals(tmp_path):
     np.testing.assert_allclose(mesh.vertex_normals, normals)
 
 
-def test_glb_has_texture_and_seam_split_mesh(tmp_path, face_model):
-    albedo = np.zeros((64, 64, 3), np.uint8)
-    albedo[:32] = (255, 0, 0)  # top half red: the v axis must survive the glTF flip
-    export.write_mesh_glb(tmp_path / "head.glb", face_model, face_model.neutral, albedo)
-
-    scene = trimesh.load(tmp_path / "head.glb", process=False)
-    (mesh,) = scene.geometry.values()
-    faces, face_uvs = face_model.triangles()
-    vertex_ids, uv_ids, _ = export.split_uv_seams(faces, face_uvs)
-    assert len(mesh.vertices) == len(vertex_ids) and len(mesh.faces) == len(faces)
-    np.testing.assert_allclose(mesh.vertices, face_model.neutral[vertex_ids], atol=1e-6)
-    np.testing.assert_allclose(mesh.visual.uv, face_model.uvs[uv_ids], atol=1e-6)
-    texture = np.asarray(mesh.visual.material.baseColorTexture.convert("RGB"))
-    np.testing.assert_array_equal(texture, albedo)
-    assert mesh.vertex_normals.shape == mesh.vertices.shape
+def test_obj_with_several_materials(tmp_path):
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [2, 0, 0]], np.float32)
+    polygons = np.array([[0, 1, 2, 3], [1, 4, 2, -1], [0, 1, 3, -1]])
+    uvs = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
+    materials = ["a", "b", "b"]
+    export.write_obj(tmp_path / "q.obj", vertices, polygons, uvs, polygons.clip(0, 3), "q.mtl", materials)
+    lines = (tmp_path / "q.obj").read_text().splitlines()
+    assert [line for line in lines if line.startswith(("usemtl", "f "))] == [
+        "usemtl a", "f 1/1 2/2 3/3 4/4", "usemtl b", "f 2/2 5/4 3/3", "f 1/1 2/2 4/4"]
+    export.write_mtl(tmp_path / "q.mtl", {"a": {"map_Kd": "a.png"}, "b": {"Kd": "1 0 0"}})
+    mtl = (tmp_path / "q.mtl").read_text().split("\n\n")
+    assert mtl[0].startswith("newmtl a\n") and "map_Kd a.png" in mtl[0] and "Kd 1 1 1" in mtl[0]
+    assert mtl[1].startswith("newmtl b\n") and "Kd 1 0 0" in mtl[1] and "Kd 1 1 1" not in mtl[1]
 
 
 def test_preview_image(rec):
@@ -189,15 +187,20 @@ def test_save_reconstruction_writes_everything(rec, tmp_path):
     assert names == sorted(
         f"{stem}{suffix}"
         for suffix in (".obj", ".mtl", ".glb", "_albedo.png", "_preview.png", "_params.json",
-                       "_displacement.exr", "_displacement.png", "_normal.png")
+                       "_displacement.exr", "_displacement.png", "_normal.png", "_eye_L.png", "_eye_R.png")
     )
     assert sorted((tmp_path / "out").iterdir()) == sorted(written)  # no staging leftovers
 
     out = tmp_path / "out"
     mtl = (out / f"{stem}.mtl").read_text().splitlines()
     assert f"map_Kd {stem}_albedo.png" in mtl and f"map_Bump {stem}_normal.png" in mtl
-    mesh = trimesh.load(out / f"{stem}.obj", process=False, maintain_order=True)
-    np.testing.assert_allclose(mesh.vertices, rec.vertices, atol=1e-6)  # metres, whole head
+    assert f"map_Kd {stem}_eye_L.png" in mtl and f"map_Kd {stem}_eye_R.png" in mtl
+    obj = (out / f"{stem}.obj").read_text().splitlines()
+    vertices = np.array([line.split()[1:] for line in obj if line.startswith("v ")], float)
+    np.testing.assert_allclose(vertices, rec.vertices, atol=1e-6)  # metres, every ICT vertex in order
+    used = {line.split()[1] for line in obj if line.startswith("usemtl")}
+    assert used == {"likeness_skin", "likeness_eye_L", "likeness_eye_R", "likeness_eye_inner",
+                    "likeness_gums", "likeness_teeth"}
 
     params = json.loads((out / f"{stem}_params.json").read_text())
     assert len(params["params"]["expression"]) == 53 and params["params"]["expression"]["jawOpen"] == 0.0
@@ -226,7 +229,7 @@ def test_failing_writer_leaves_nothing(rec, tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export, "write_glb", disk_full)
+    monkeypatch.setattr(export, "head_glb", disk_full)
     with pytest.raises(LikenessError, match="No space left"):
         export.save_reconstruction(rec, tmp_path)
     assert list(tmp_path.iterdir()) == []
