@@ -5,12 +5,13 @@ sqrt(w * h) of the ground-truth landmarks' bounding box, in percent; averaged pe
 ([0, 30], (30, 60], (60, 90]) and then over the bins (balanced mean). Reported for the landmark
 regression alone and after refinement.
 
-Every image counts. A face found only by its BlazeFace keypoints (core.profile) is scored like any
-other fit. An image without any face is scored as if the mean ICT face, frontal, had been placed
-at the image centre with its landmarks spanning half the image's shorter side (``miss_landmarks``):
-a penalty of roughly the size of a wrong guess, not a silent omission.
+Every image counts. A face found only by a detector's keypoints (core.profile: BlazeFace, or SCRFD
+when LIKENESS_INSIGHTFACE_MODEL names one) is scored like any other fit. An image without any face
+is scored as if the mean ICT face, frontal, had been placed at the image centre with its landmarks
+spanning half the image's shorter side (``miss_landmarks``): a penalty of roughly the size of a
+wrong guess, not a silent omission.
 
-    python benchmarks/aflw2000.py [--data ../shared/aflw2000-3d-dev] [--subset dev-quick] [--preset fast]
+    python benchmarks/aflw2000.py [--data ../shared/aflw2000-3d-dev] [--subset quick] [--preset fast]
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def main() -> None:
             refined = refine(model, rgb, coarse, target, det, pipeline.surface_points(100),
                              settings.refinement, settings.device).params
         else:
-            keypoint_only.append(str(names[i]))
+            keypoint_only.append(f"{names[i]} ({det.backend})")
         t3 = time.perf_counter()
         times["detect"].append(t1 - t0)
         times["regress"].append(t2 - t1)
@@ -120,7 +121,7 @@ def main() -> None:
     found = len(names) - len(misses)
     counts = [int(m.sum()) for m in bin_masks(yaw)]
     print(f"\nAFLW2000-3D {args.subset}: {len(names)} images (bins n = {counts}), "
-          f"faces found {found}/{len(names)} ({len(keypoint_only)} of them from BlazeFace keypoints only); "
+          f"faces found {found}/{len(names)} ({len(keypoint_only)} of them from detector keypoints only); "
           "misses scored as the centred mean face")
     print(f"{'stage':<12} {'[0,30]':>8} {'(30,60]':>8} {'(60,90]':>8} {'balanced':>9}")
     for key, err in errors.items():

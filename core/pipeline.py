@@ -20,20 +20,21 @@ from .correspondence import Correspondence, load_correspondence
 from .detail import DetailSettings, add_detail, clip_extractor
 from .detection import (
     FaceDetection,
+    InsightFaceDetector,
     MediaPipeMesh,
     detect_face,
     detection_notes,
     find_upright,
     make_detector,
 )
-from .errors import AssetError, Cancelled, LikenessError, NoFaceError, PhotoSetError
+from .errors import AssetError, Cancelled, DependencyError, LikenessError, NoFaceError, PhotoSetError
 from .eyelids import match_eyelids
 from .face_model import FaceModel, load_face_model
 from .fusion import fuse, neutrality, sharpness
 from .identity import FaceRecognitionNet, embed_photo, load_identity_net
 from .image_io import load_image
 from .params import Camera, FaceParams
-from .profile import fit_keypoints, keypoint_surface_points, profile_proposal
+from .profile import LAYOUTS, fit_keypoints, keypoint_surface_points, profile_proposal
 from .progress import Progress
 from .reconstruction import DroppedPhoto, PhotoFit, Reconstruction
 from .refinement import RefinementResult, RefinementSettings, View, refine_joint
@@ -125,6 +126,7 @@ class Pipeline:
         self._detector = None
         self._mesh: MediaPipeMesh | None = None
         self._segmenter: PersonSegmenter | None = None
+        self._scrfd: InsightFaceDetector | bool | None = None  # False: looked for, none installed
         self._points: dict[tuple[str, int], object] = {}
         self._uv_surfaces: dict[int, UVSurface] = {}
         self._clip: tuple[tuple, object] | None = None
@@ -147,16 +149,29 @@ class Pipeline:
         return self._mesh
 
     @property
+    def scrfd(self) -> InsightFaceDetector | None:
+        """An InsightFace SCRFD detector when one is installed (optional; research-only licence), else
+        None. It proposes faces BlazeFace misses, fitted from their keypoints (core.profile)."""
+        if self.detector_backend == "insightface":
+            return self.detector
+        if self._scrfd is None:
+            try:
+                self._scrfd = InsightFaceDetector()
+            except (AssetError, DependencyError):
+                self._scrfd = False
+        return self._scrfd or None
+
+    @property
     def segmenter(self) -> PersonSegmenter:
         if self._segmenter is None:
             self._segmenter = PersonSegmenter()
         return self._segmenter
 
     def close(self) -> None:
-        for resource in (self._detector, self._mesh, self._segmenter):
-            if resource is not None:
+        for resource in (self._detector, self._mesh, self._segmenter, self._scrfd):
+            if resource:
                 resource.close()
-        self._detector = self._mesh = self._segmenter = None
+        self._detector = self._mesh = self._segmenter = self._scrfd = None
 
     def skin_trust(self, rgb: np.ndarray, detection: FaceDetection) -> SkinTrust | None:
         """Which pixels of ``rgb`` show the subject's skin (None without dense landmarks)."""
@@ -178,34 +193,44 @@ class Pipeline:
         return self._uv_surfaces[size]
 
     def surface_points(self, num_identity: int, kind: str = "mesh"):
-        """Model points of the dense landmarks (``mesh``) or of BlazeFace's keypoints (``keypoints``)."""
+        """Model points of the dense landmarks (``mesh``) or of a detector's keypoints (its backend
+        name, a key of ``core.profile.LAYOUTS``)."""
         key = (kind, num_identity)
         if key not in self._points:
-            build = surface_points_for if kind == "mesh" else keypoint_surface_points
-            self._points[key] = build(self.model, self.correspondence, num_identity)
+            if kind == "mesh":
+                self._points[key] = surface_points_for(self.model, self.correspondence, num_identity)
+            else:
+                self._points[key] = keypoint_surface_points(self.model, self.correspondence, num_identity,
+                                                            LAYOUTS[kind])
         return self._points[key]
 
     def detect(self, rgb: np.ndarray, face_index: Optional[int] = None,
                source: str = "the image", faces: Optional[list[FaceDetection]] = None) -> FaceDetection:
         """One face; with dense landmarks when the landmark network accepts it, else (profiles) the most
-        confident BlazeFace proposal with its six keypoints (core.profile). ``faces``: the detector's
-        findings in ``rgb`` when already known."""
+        confident box with keypoints, from BlazeFace or else SCRFD when installed (core.profile).
+        ``faces``: the detector's findings in ``rgb`` when already known."""
         try:
             return detect_face(rgb, face_index=face_index, detector=self.detector, mesh=self.mesh,
                                source=source, faces=faces)
         except NoFaceError:
-            proposals = getattr(self.detector, "proposals", None)
-            sparse = profile_proposal(proposals(rgb)) if proposals is not None and not face_index else None
+            sparse = None if face_index else self._keypoint_face(rgb)
             if sparse is None:
                 raise
             return sparse
+
+    def _keypoint_face(self, rgb: np.ndarray) -> FaceDetection | None:
+        proposals = getattr(self.detector, "proposals", None)
+        face = profile_proposal(proposals(rgb)) if proposals is not None else None
+        if face is None and self.scrfd is not None:
+            face = profile_proposal(self.scrfd.detect(rgb))
+        return face
 
     def fit_landmarks(self, detection: FaceDetection, width: int, height: int,
                       settings: RegressionSettings) -> tuple[FaceParams, LandmarkTarget]:
         camera = Camera.default_for(width, height, settings.fov_deg)
         if not detection.is_dense:
-            return fit_keypoints(self.surface_points(settings.num_identity, "keypoints"), detection, camera,
-                                 settings)
+            points = self.surface_points(settings.num_identity, detection.backend)
+            return fit_keypoints(points, detection, camera, settings)
         target = landmark_target(detection, self.correspondence)
         corners = tuple(int(np.flatnonzero(self.correspondence.mp_index == i)[0]) for i in EYE_CORNERS)
         init = initial_params(target, corners, camera)
@@ -340,7 +365,8 @@ class Pipeline:
                              [p.alone for p in photos], settings, identity)
 
     def _points_of(self, photo: _Photo, settings: RegressionSettings):
-        return self.surface_points(settings.num_identity, "mesh" if photo.detection.is_dense else "keypoints")
+        kind = "mesh" if photo.detection.is_dense else photo.detection.backend
+        return self.surface_points(settings.num_identity, kind)
 
     @property
     def skin_graph(self) -> MeshGraph:
