@@ -16,10 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .face_model import FaceModel, triangulate
-from .rendering import interpolate_corners, rasterize_uv
 
 HEAD_REGIONS = ("face", "head_neck", "mouth_socket", "eye_socket_left", "eye_socket_right")
 TEETH_REGIONS = ("gums_tongue", "teeth")
@@ -163,6 +161,10 @@ def eye_texture(model: FaceModel, vertices: np.ndarray, region: str, iris: tuple
     """(size, size, 3) uint8 sRGB texture for the outer shell of eyeball ``region`` in its UV
     tile (``tile_uvs``): every texel coloured by its point's angle from the eye's axis
     (+z, straight ahead in model space) around ``eye_centre``."""
+    import torch  # here: the Blender add-on imports this module before PyTorch may be installed
+
+    from .rendering import interpolate_corners, rasterize_uv
+
     inside = part_polygons(model, (region,)) & (polygon_kinds(model) == "eye")
     faces = triangulate(model.polygons[inside])
     uv_faces = triangulate(model.polygon_uvs[inside])

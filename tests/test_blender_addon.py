@@ -309,3 +309,17 @@ def test_refused_start_reports_and_starts_nothing(extension):
     assert not run.session.start(bpy.context)
     assert run.reports == [("ERROR", "Choose a photo in the Likeness panel first.")]
     assert not run.state.running
+
+
+def test_the_add_on_loads_before_its_dependencies_are_installed():
+    """Registering imports none of the packages Install Dependencies brings (a fresh Blender has
+    none of them): the panel must appear to offer that button."""
+    code = ("import sys, bpy; sys.path.insert(0, 'tests'); from conftest import load_extension_package; "
+            "load_extension_package(); import likeness.operators.reconstruct, likeness.blender_addon.panel, "
+            "likeness.blender_addon.preferences; "
+            "print(sorted({'torch', 'mediapipe', 'cv2', 'numba', 'open_clip', 'scipy', 'PIL', 'skimage'} "
+            "& set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
