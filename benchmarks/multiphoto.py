@@ -134,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=Path, default=FACES)
     parser.add_argument("--preset", default="fast")
+    parser.add_argument("--texture-size", type=int, default=256, help="albedo size (renders are 160-224 px)")
     parser.add_argument("--people", default="", help="comma-separated subset, e.g. person01,hrn")
     parser.add_argument("--gallery", type=Path, default=None, help="folder for the per-person gallery JPEGs")
     parser.add_argument("--speed", action="store_true")
@@ -143,8 +144,8 @@ def main() -> None:
     if args.speed:
         speed(pipeline, everyone["hrn"])
         return
-    chosen = args.people.split(",") if args.people else list(everyone)
-    settings = preset_settings(args.preset, device="cpu")
+    chosen = args.people.split(",") if args.people else sorted(everyone, key=lambda k: len(everyone[k]))
+    settings = preset_settings(args.preset, device="cpu", texture_size=args.texture_size)
     better = {"nme": 0, "photo": 0, "likeness": 0}
     print("person | photos | several: nme % / held-out photo / likeness | one photo: same | better")
     for name in chosen:

@@ -258,10 +258,11 @@ def _materials(rec, name: str) -> dict:
     return materials
 
 
-def build_camera(rec, name: str) -> bpy.types.Object:
+def build_camera(view, name: str) -> bpy.types.Object:
     """A camera that sees the head (at the world origin, unrotated) as the photo does, with the
-    photo as its background image. Blender's render size must be the photo's for the framing."""
-    params = rec.params
+    photo as its background image; ``view`` is a Reconstruction or one of its ``photos``. Blender's
+    render size must be the photo's for the framing."""
+    params = view.params
     cam = params.camera
     rotation = params.rotation_matrix()  # model -> OpenCV camera
     centre = to_blender((-rotation.T @ params.translation)[None])[0]
@@ -276,9 +277,9 @@ def build_camera(rec, name: str) -> bpy.types.Object:
     data.shift_x = (0.5 * cam.width - cam.cx) / longest
     data.shift_y = (cam.cy - 0.5 * cam.height) / longest
     data.clip_start, data.clip_end = 0.01, 100.0
-    step = max(1, int(np.ceil(max(rec.image.shape[:2]) / BACKGROUND_MAX_SIDE)))
+    step = max(1, int(np.ceil(max(view.image.shape[:2]) / BACKGROUND_MAX_SIDE)))
     background = data.background_images.new()
-    background.image = image_from_array(f"{name}_photo", rec.image[::step, ::step])
+    background.image = image_from_array(f"{name}_photo", view.image[::step, ::step])
     background.alpha = 0.5
     data.show_background_images = True
     obj = bpy.data.objects.new(name, data)
@@ -288,7 +289,7 @@ def build_camera(rec, name: str) -> bpy.types.Object:
 
 def build_reconstruction(rec, collection: bpy.types.Collection, *, name: str | None = None,
                          camera: bool = False, progress: Progress | None = None) -> bpy.types.Object:
-    """Create the head in ``collection`` with eyes, teeth and (optionally) the photo's camera as
+    """Create the head in ``collection`` with eyes, teeth and (optionally) each photo's camera as
     its children, and return the head object. On failure, or when ``progress`` is cancelled
     before the objects are linked, nothing is left behind."""
     name = name or rec.name
@@ -310,9 +311,13 @@ def build_reconstruction(rec, collection: bpy.types.Collection, *, name: str | N
             if child.data.shape_keys is not None:
                 _drive_keys_from(child, head)
         progress.advance()
-        if camera:
-            objects.append(build_camera(rec, f"{name}_camera"))
-            objects[-1].parent = head  # moving the head keeps the photo match
+        if camera:  # one per photo: each shows how the head fits that photo
+            for i, view in enumerate(rec.photos or [rec]):
+                cam = build_camera(view, f"{name}_camera" if i == 0 else f"{name}_camera_{i + 1}")
+                cam["likeness_photo"] = i
+                cam["likeness_source"] = view.source or ""
+                cam.parent = head  # moving the head keeps the photo match
+                objects.append(cam)
         progress.advance()  # the last chance to cancel: linking makes the objects part of the scene
         for obj in objects:
             collection.objects.link(obj)
@@ -364,6 +369,7 @@ def use_photo_camera(scene: bpy.types.Scene, head: bpy.types.Object, rec) -> Non
     """Render through the head's photo camera at the photo's size (the camera becomes the
     scene's camera only when the scene has none)."""
     if scene.camera is None:
-        scene.camera = next(child for child in head.children if child.type == "CAMERA")
+        scene.camera = next(child for child in head.children
+                            if child.type == "CAMERA" and child.get("likeness_photo", 0) == 0)
     scene.render.resolution_x, scene.render.resolution_y = rec.image.shape[1], rec.image.shape[0]
     scene.render.resolution_percentage = 100

@@ -7,6 +7,8 @@ list of photos) slots in without touching the others.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 
 from .preferences import draw_job, draw_setup_line
@@ -18,6 +20,29 @@ def draw_source(layout, settings) -> None:
         layout.prop(settings, "filepath", text="")
     else:
         layout.template_ID(settings, "image", open="image.open")
+
+
+class LIKENESS_UL_photos(bpy.types.UIList):
+    """The list of more photos of the same person."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        if item.source == "IMAGE":
+            text = item.image.name if item.image else "(choose an image)"
+        else:
+            text = Path(bpy.path.abspath(item.filepath)).name if item.filepath else "(choose a file)"
+        layout.label(text=text, icon="IMAGE_DATA" if item.source == "IMAGE" else "FILE_IMAGE")
+
+
+def draw_more_photos(layout, settings) -> None:
+    """More photos of the same person: a list with add/remove, the selected entry's source below."""
+    layout.label(text="More Photos of This Person")
+    row = layout.row()
+    row.template_list("LIKENESS_UL_photos", "", settings, "more_photos", settings, "more_index", rows=2)
+    buttons = row.column(align=True)
+    buttons.operator("likeness.photo_add", icon="ADD", text="")
+    buttons.operator("likeness.photo_remove", icon="REMOVE", text="")
+    if 0 <= settings.more_index < len(settings.more_photos):
+        draw_source(layout, settings.more_photos[settings.more_index])
 
 
 def draw_options(layout, settings) -> None:
@@ -50,11 +75,12 @@ class LIKENESS_PT_main(bpy.types.Panel):
     def draw(self, context):
         settings = context.scene.likeness
         draw_source(self.layout, settings)
+        draw_more_photos(self.layout, settings)
         draw_options(self.layout, settings)
         draw_run(self.layout, context)
 
 
-CLASSES = (LIKENESS_PT_main,)
+CLASSES = (LIKENESS_UL_photos, LIKENESS_PT_main)
 
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -16,12 +16,21 @@ DEVICES = [
 ]
 
 
+SOURCES = [("FILE", "File", "A photo on disk"), ("IMAGE", "Image", "An image already in this file")]
+
+
+class LikenessPhoto(bpy.types.PropertyGroup):
+    """One more photo of the same person, from the panel's list: all photos make one head."""
+
+    source: bpy.props.EnumProperty(name="Source", items=SOURCES, default="FILE")
+    filepath: bpy.props.StringProperty(name="Photo", subtype="FILE_PATH",
+                                       description="Another photo of the same person")
+    image: bpy.props.PointerProperty(name="Image", type=bpy.types.Image,
+                                     description="An image datablock with another photo of the same person")
+
+
 class LikenessSettings(bpy.types.PropertyGroup):
-    source: bpy.props.EnumProperty(
-        name="Source",
-        items=[("FILE", "File", "A photo on disk"), ("IMAGE", "Image", "An image already in this file")],
-        default="FILE",
-    )
+    source: bpy.props.EnumProperty(name="Source", items=SOURCES, default="FILE")
     filepath: bpy.props.StringProperty(name="Photo", subtype="FILE_PATH",
                                        description="The face photo (JPEG, PNG, ...)")
     image: bpy.props.PointerProperty(name="Image", type=bpy.types.Image,
@@ -34,10 +43,14 @@ class LikenessSettings(bpy.types.PropertyGroup):
     detail_strength: bpy.props.FloatProperty(
         name="Detail Strength", min=0.0, soft_max=2.0, default=1.0,
         description="Scale of the reconstructed skin detail (Quality preset)")
+    more_photos: bpy.props.CollectionProperty(
+        type=LikenessPhoto, name="More Photos",
+        description="More photos of the same person (other angles): one head from all of them")
+    more_index: bpy.props.IntProperty(name="Selected Photo", default=0)
     add_camera: bpy.props.BoolProperty(
         name="Camera from Photo", default=True,
-        description="Also add a camera that sees the head as the photo does, with the photo as its "
-                    "background (sets the render size to the photo's)")
+        description="Also add a camera per photo that sees the head as that photo does, with the photo "
+                    "as its background (sets the render size to the first photo's)")
 
 
 class LikenessJobState(bpy.types.PropertyGroup):
@@ -50,7 +63,7 @@ class LikenessJobState(bpy.types.PropertyGroup):
     fraction: bpy.props.FloatProperty(default=-1.0)  # -1: no measurable progress in this stage
 
 
-CLASSES = (LikenessSettings, LikenessJobState)
+CLASSES = (LikenessPhoto, LikenessSettings, LikenessJobState)
 
 
 def register() -> None:

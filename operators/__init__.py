@@ -1,11 +1,14 @@
-"""Likeness operators: reconstruct a head (modal, worker thread) and cancel the running job."""
+"""Likeness operators: reconstruct a head (modal, worker thread), cancel the running job, and the
+list of more photos of the same person."""
 
-from . import reconstruct
+from . import photos, reconstruct
 
 
 def register() -> None:
+    photos.register()
     reconstruct.register()
 
 
 def unregister() -> None:
     reconstruct.unregister()
+    photos.unregister()

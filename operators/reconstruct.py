@@ -30,16 +30,27 @@ def image_pixels(image: bpy.types.Image) -> np.ndarray:
     return (np.clip(rgb, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
-def photo_input(settings) -> tuple[object, str]:
-    """(what core.reconstruct reads, object name) from the panel settings."""
+def photo_input(settings, which: str = "") -> tuple[object, str]:
+    """(what core.reconstruct reads, object name) from the panel settings or a list entry."""
     if settings.source == "IMAGE":
         if settings.image is None:
-            raise ImageError("Choose an image in the Likeness panel first.")
+            raise ImageError(f"Choose an image{which} in the Likeness panel first.")
         return image_pixels(settings.image), Path(settings.image.name).stem
     if not settings.filepath:
-        raise ImageError("Choose a photo in the Likeness panel first.")
+        raise ImageError(f"Choose a photo{which} in the Likeness panel first.")
     path = Path(bpy.path.abspath(settings.filepath))
     return str(path), path.stem
+
+
+def photo_inputs(settings) -> tuple[object, str]:
+    """The panel's photo, or it and the list's more photos of the same person (one head from all),
+    and the object name (the first photo's)."""
+    image, name = photo_input(settings)
+    if not len(settings.more_photos):
+        return image, name
+    more = [photo_input(entry, f" for entry {i} of More Photos (or remove it)")[0]
+            for i, entry in enumerate(settings.more_photos, 1)]
+    return [image, *more], name
 
 
 def frame_selected(context) -> None:
@@ -61,7 +72,7 @@ class ReconstructHead:
 
     def prepare(self, context):
         settings = context.scene.likeness
-        image, self.name = photo_input(settings)
+        image, self.name = photo_inputs(settings)
         options = options_from_preferences(
             context, preset=settings.preset, device=settings.device, face_index=settings.face_index or None,
             detail_strength=settings.detail_strength)

@@ -144,6 +144,35 @@ def test_reconstruct_operator_builds_the_head(extension):
     assert max(iris) < 0.5  # an iris, not skin or sclera
 
 
+def test_reconstruct_operator_several_photos_one_head_a_camera_each(extension):
+    """The panel's photo plus the list of more photos (a file and an Image) make one head, with a
+    camera per photo that overlays the head on that photo."""
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    settings = bpy.context.scene.likeness
+    settings.filepath = str(face_photo("img13.jpg"))
+    settings.preset, settings.device = "fast", "cpu"
+    assert not bpy.ops.likeness.photo_remove.poll()
+    bpy.ops.likeness.photo_add()
+    bpy.ops.likeness.photo_add()
+    settings.more_photos[0].filepath = str(face_photo("img14.jpg"))
+    settings.more_photos[1].source = "IMAGE"
+    with pytest.raises(RuntimeError, match="entry 2 of More Photos"):  # its image is not chosen yet
+        bpy.ops.likeness.reconstruct("INVOKE_DEFAULT")
+    settings.more_photos[1].image = bpy.data.images.load(str(face_photo("img15.jpg")))
+    assert bpy.ops.likeness.reconstruct("INVOKE_DEFAULT") == {"FINISHED"}
+    head = bpy.data.objects["img13"]
+    cameras = sorted((c for c in head.children if c.type == "CAMERA"), key=lambda c: c["likeness_photo"])
+    assert [c["likeness_photo"] for c in cameras] == [0, 1, 2]
+    assert Path(cameras[1]["likeness_source"]).name == "img14.jpg"
+    assert bpy.context.scene.camera == cameras[0]
+    # Each camera sees the head from its own photo's pose: three different viewpoints.
+    positions = np.array([c.matrix_world.translation for c in cameras])
+    assert np.linalg.norm(positions[1:] - positions[0], axis=1).min() > 0.01
+    assert all(c.data.background_images[0].image is not None for c in cameras)
+    bpy.ops.likeness.photo_remove()
+    assert len(settings.more_photos) == 1 and settings.more_index == 0
+
+
 def test_reconstruct_operator_reports_errors_and_leaves_the_scene(extension):
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
     settings = bpy.context.scene.likeness

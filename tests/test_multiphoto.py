@@ -85,7 +85,7 @@ def test_cli_people_one_head_per_subfolder(tmp_path):
 
 
 def test_batch_script_person(tmp_path):
-    pytest.importorskip("bpy")
+    bpy = pytest.importorskip("bpy")
     person = _person_folder(tmp_path)
     out = tmp_path / "out"
     args = ["--person", str(person), "--output", str(out), "--preset", "fast", "--device", "cpu"]
@@ -93,5 +93,8 @@ def test_batch_script_person(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "zuck: ok from 3 photo(s)" in result.stdout and "1 of 1 head(s) done" in result.stdout
-    assert (out / "zuck" / "zuck.blend").is_file()
     assert _photo_sources(out / "zuck" / "zuck_params.json") == sorted(PERSON)
+    bpy.ops.wm.open_mainfile(filepath=str(out / "zuck" / "zuck.blend"))
+    cameras = [o for o in bpy.data.objects["zuck"].children if o.type == "CAMERA"]
+    assert len(cameras) == 3 and bpy.context.scene.camera in cameras  # a camera per photo
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
