@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from .correspondence import Correspondence, load_correspondence
@@ -85,6 +86,10 @@ class Settings:
     detail_strength: float = 1.0
     clip_model: str = "ViT-B-32"
     clip_pretrained: Optional[str] = "openai"
+    # Memory and time budget (docs/GUARANTEES.md): photos are decoded to at most this many pixels,
+    # then reduced further so that the face is at most face_pixels_per_texel * texture_size across.
+    max_pixels: float = 16e6
+    face_pixels_per_texel: float = 2.0
 
 
 def preset_settings(preset: str, **overrides) -> Settings:
@@ -338,19 +343,20 @@ class Pipeline:
         own: dict[str, float] = {}
         with _timed(own, "load"):
             progress.stage("load")
-            loaded = load_image(item)
+            loaded = load_image(item, max_pixels=settings.max_pixels)
         with _timed(own, "detect"):
             progress.stage("detect")
             source = _label(loaded.path or item, index) if count > 1 or loaded.path else "the image"
             turns, faces = find_upright(loaded.rgb, self.detector.detect)
             rgb = np.ascontiguousarray(np.rot90(loaded.rgb, turns)) if turns else loaded.rgb
             detection = self.detect(rgb, settings.face_index, source, faces)
+            rgb, detection, reduced = _face_resolution(rgb, detection, settings)
         with _timed(own, "regress"):
             alone, target = self.fit_landmarks(detection, rgb.shape[1], rgb.shape[0], settings.regression)
         for key, seconds in own.items():
             timings[key] = timings.get(key, 0.0) + seconds
         path = str(loaded.path) if loaded.path else None
-        notes = list(loaded.notes) + detection_notes(turns, faces, detection, settings.face_index)
+        notes = list(loaded.notes) + detection_notes(turns, faces, detection, settings.face_index) + reduced
         if not detection.is_dense:
             notes.append("Only the eyes, nose, mouth and ears were found (a strong profile?): the head "
                          "is a coarse fit to those points, without photometric refinement.")
@@ -492,6 +498,28 @@ class Pipeline:
             photos=fits,
             dropped=dropped,
         )
+
+
+def _face_resolution(rgb: np.ndarray, detection: FaceDetection, settings: Settings
+                     ) -> tuple[np.ndarray, FaceDetection, list[str]]:
+    """The photo (and its detection) reduced to the resolution the face needs: a face larger than
+    ``face_pixels_per_texel * texture_size`` pixels adds no detail to the texture, only memory and
+    minutes to every whole-image stage. Returns the notes for the user."""
+    box = detection.box
+    face = max(box[2] - box[0], box[3] - box[1])
+    scale = settings.face_pixels_per_texel * settings.texture_size / max(face, 1.0)
+    if scale >= 1:
+        return rgb, detection, []
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    reduced = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    # cv2 keeps pixel centres aligned: continuous coordinates scale by the size ratio per axis
+    factors = np.array([size[0] / w, size[1] / h])
+    depth = None if detection.landmarks_z is None else detection.landmarks_z * factors[0]
+    scaled = replace(detection, box=detection.box * np.tile(factors, 2),
+                     landmarks=detection.landmarks * factors, landmarks_z=depth)
+    return reduced, scaled, [f"worked at {size[0]} x {size[1]} pixels: the face was {face:.0f} pixels "
+                             "across, more than the texture can use"]
 
 
 @dataclass

@@ -3,6 +3,7 @@ batch script on real photos (docs/GUARANTEES.md lists what these tests guarantee
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -276,6 +277,42 @@ def test_11_ctrl_c_summary_counts_only_attempted_photos(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Resources and leftovers (14, 15)
+
+
+def _peak(script: str, *args: str) -> dict:
+    """Run ``script`` in a fresh process; its JSON answer plus its peak memory (VmHWM) in MB."""
+    if sys.platform != "linux":
+        pytest.skip("peak memory is measured with Linux's /proc/self/status")
+    tail = ("; import re; print(json.dumps({**out, 'peak_mb': int(re.search(r'VmHWM:\\s+(\\d+)', "
+            "open('/proc/self/status').read()).group(1)) / 1024}))")
+    code = "import json, sys, time; " + script + tail
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_13_a_huge_photo_is_fitted_at_the_resolution_the_face_needs(tmp_path):
+    path = tmp_path / "huge.jpg"
+    Image.open(face_photo("img3.jpg")).convert("RGB").resize((12000, 8000)).save(path, quality=80)
+    out = _peak("from core.pipeline import Pipeline, preset_settings; t = time.perf_counter(); "
+                "rec = Pipeline().run(sys.argv[1], preset_settings('fast')); "
+                "out = {'s': time.perf_counter() - t, 'shape': rec.image.shape, 'warnings': rec.warnings, "
+                "'texture_s': rec.timings['texture']}", str(path))
+    # was 7.1 GB and 587 s (the texture stage on 40 MP); the face now sets the working size
+    assert out["peak_mb"] < 3000 and max(out["shape"]) <= 4096, out
+    assert any("worked at" in w for w in out["warnings"]) and out["texture_s"] < 120, out
+
+
+def test_13_a_16_bit_png_decodes_within_a_pixel_budget(tmp_path):
+    path = tmp_path / "deep.png"
+    face = np.asarray(Image.open(face_photo(PHOTO)).convert("L").resize((1200, 1200)), np.uint16) * 257
+    Image.fromarray(np.kron(face, np.ones((10, 10), np.uint16))).save(path, compress_level=1)  # 144 MP
+    out = _peak("from core.image_io import load_image; r = load_image(sys.argv[1], max_pixels=16e6); "
+                "out = {'shape': r.rgb.shape, 'mean': float(r.rgb.mean())}", str(path))
+    # 144 MP of 16-bit decode to 288 MB; the conversion used to add several float copies (2.2 GB)
+    assert out["peak_mb"] < 1000 and out["shape"] == [4000, 4000, 3], out
+    assert abs(out["mean"] - face.mean() / 257) < 2
 
 
 def test_14_sigterm_leaves_nothing_and_stale_staging_is_cleaned(tmp_path):
