@@ -20,6 +20,7 @@ across UV island borders by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -81,26 +82,34 @@ class UVSurface:
     bary: np.ndarray  # (S, 2S, 3)
     faces: np.ndarray  # (F, 3) skin triangles (vertex ids)
 
-    @property
+    @cached_property
+    def covered(self) -> np.ndarray:
+        """(S, 2S) bool: texels inside the UV islands."""
+        return self.face_id >= 0
+
+    @cached_property
     def corner_vertices(self) -> np.ndarray:
         """(N, 3) vertex ids of the triangle under each covered texel (row-major order)."""
-        return self.faces[self.face_id[self.face_id >= 0]]
+        return self.faces[self.face_id[self.covered]]
+
+    @cached_property
+    def corner_weights(self) -> np.ndarray:
+        """(N, 3) float32 barycentrics of each covered texel."""
+        return self.bary[self.covered].astype(np.float32)
 
     def splat(self, per_texel: np.ndarray, num_vertices: int) -> np.ndarray:
         """Transpose of ``interpolate``: (S, 2S, C) texel values summed onto (V, C) vertices with
         the barycentric weights."""
-        covered = self.face_id >= 0
-        corners, bary = self.corner_vertices, self.bary[covered]
-        values = per_texel[covered]
+        corners, bary = self.corner_vertices, self.corner_weights
+        values = per_texel[self.covered]
         return np.stack([sum(np.bincount(corners[:, k], bary[:, k] * values[:, c], num_vertices)
                              for k in range(3)) for c in range(values.shape[1])], 1)
 
     def interpolate(self, per_vertex: np.ndarray) -> np.ndarray:
         """(V, C) vertex attribute at each covered texel -> (S, 2S, C), zeros elsewhere."""
         out = np.zeros(self.face_id.shape + (per_vertex.shape[1],), per_vertex.dtype)
-        covered = self.face_id >= 0
-        corners = per_vertex[self.faces[self.face_id[covered]]]
-        out[covered] = (corners * self.bary[covered][..., None]).sum(1)
+        weights = self.corner_weights.astype(per_vertex.dtype, copy=False)
+        out[self.covered] = np.einsum("nkc,nk->nc", per_vertex[self.corner_vertices], weights)
         return out
 
 
@@ -194,7 +203,7 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 
 def delight(observed: np.ndarray, normals: np.ndarray, weight: np.ndarray,
             parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """De-lit albedo (S, 2S, 3) and inlier weight (S, 2S) in [0, 1].
+    """De-lit albedo (N, 3) and inlier weight (N,) in [0, 1] of N seen texels.
 
     The light is a luminance SH fit on trusted skin (``weight`` without the face parts), made
     robust by re-weighting: texels whose brightness departs from the diffuse model by more than
@@ -208,27 +217,26 @@ def delight(observed: np.ndarray, normals: np.ndarray, weight: np.ndarray,
     fit_w = weight * (1 - parts)
     sel = fit_w > 0.05
     if sel.sum() < 50:
-        return observed.copy(), weight * (luma > 0)
-    basis = sh_basis(torch.from_numpy(normals[sel].astype(np.float64))).numpy()
+        return observed.copy(), (luma > 0).astype(np.float32)
+    basis = sh_basis(torch.from_numpy(normals.astype(np.float64))).numpy()
     y, w = luma[sel].astype(np.float64), fit_w[sel].astype(np.float64)
     robust = np.ones_like(w)
     band = OUTLIER_BAND
     for _ in range(4):
         coeff = fit_sh(y[:, None], normals[sel].astype(np.float64), w * robust)
-        model = np.maximum(basis @ coeff[:, 0], 1e-3)
+        model = np.maximum(basis[sel] @ coeff[:, 0], 1e-3)
         log_ratio = np.log(np.maximum(y, 1e-3) / model)
         sigma = 1.4826 * np.median(np.abs(log_ratio[robust > 0.5]))
         band = max(OUTLIER_BAND, 2.5 * sigma)
         robust = np.clip(2 - np.abs(log_ratio) / band, 0, 1)  # 1 inside the band, 0 at twice it
-    full = np.maximum(sh_basis(torch.from_numpy(normals.astype(np.float64))).numpy() @ coeff[:, 0], 1e-3)
+    full = np.maximum(basis @ coeff[:, 0], 1e-3)
     level = np.sum(w * y) / np.sum(w * y / model)  # mean trusted albedo = mean trusted photo
-    shading = (full / level).astype(np.float32)
+    shading = full / level
     log_ratio = np.log(np.maximum(luma, 1e-3) / full)
-    inlier = np.clip(2 - np.abs(log_ratio) / band, 0, 1)
-    clamp = np.exp(np.clip(log_ratio, -band, band) - log_ratio)
-    clamp = np.where(parts > 0.5, 1.0, clamp)
-    inlier = np.where(parts > 0.5, 1.0, inlier)
-    albedo = observed * (clamp / np.maximum(shading, MIN_SHADING))[..., None]
+    own = parts > 0.5
+    inlier = np.where(own, 1.0, np.clip(2 - np.abs(log_ratio) / band, 0, 1))
+    clamp = np.where(own, 1.0, np.exp(np.clip(log_ratio, -band, band) - log_ratio))
+    albedo = observed * (clamp / np.maximum(shading, MIN_SHADING))[:, None]
     lo, hi = SHADING_TRUST
     inlier = inlier * np.clip((shading - lo) / (hi - lo), 0, 1)
     return np.clip(albedo, 0, 1).astype(np.float32), inlier.astype(np.float32)
@@ -237,10 +245,10 @@ def delight(observed: np.ndarray, normals: np.ndarray, weight: np.ndarray,
 def scalp_weight(model: FaceModel, surface: UVSurface) -> np.ndarray:
     """(S, 2S) float in [0, 1]: how much each texel is scalp (above a hairline that runs from
     about 5 cm over the brows at the front, over the ears, down to the nape) on the neutral head."""
-    pos = surface.interpolate(model.neutral.astype(np.float64))
-    y, z = pos[..., 1], pos[..., 2]
+    y, z = model.neutral[:, 1], model.neutral[:, 2]
     hairline = np.where(z > 0, 0.11 + 0.45 * (z - 0.09), 0.0695 + z)
-    return (np.clip((y - hairline) / 0.015 + 0.5, 0, 1) * (surface.face_id >= 0)).astype(np.float32)
+    per_vertex = np.clip((y - hairline) / 0.015 + 0.5, 0, 1).astype(np.float32)
+    return surface.interpolate(per_vertex[:, None])[..., 0]
 
 
 def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSurface,
@@ -250,8 +258,8 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
     verts = model.vertices(params.identity, params.expression).astype(np.float64)
     verts_cam = params.to_camera(verts)
     normals = vertex_normals(torch.from_numpy(verts_cam), torch.from_numpy(surface.faces)).numpy()
-    texel_pos = surface.interpolate(verts_cam)
-    texel_normal = surface.interpolate(normals)
+    texel_pos = surface.interpolate(verts_cam.astype(np.float32))
+    texel_normal = surface.interpolate(normals.astype(np.float32))
     texel_normal /= np.maximum(np.linalg.norm(texel_normal, axis=-1, keepdims=True), 1e-9)
 
     visibility = _visibility(model, params, verts_cam, surface, texel_pos, texel_normal, rgb.shape[:2])
@@ -265,7 +273,10 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
         trust = _sample_map(skin.trust, pixels)
         parts = _sample_map(skin.parts.astype(np.float32), pixels) * seen
         person = _sample_map(skin.person, pixels)
-    albedo, inlier = delight(observed, texel_normal, visibility * trust, parts)
+    albedo = np.zeros_like(observed)
+    inlier = np.zeros_like(visibility)
+    albedo[seen], inlier[seen] = delight(observed[seen], texel_normal[seen], (visibility * trust)[seen],
+                                         parts[seen])
     weight = (visibility * trust * inlier).astype(np.float32)
     hair_texels = (scalp_weight(model, surface) > 0.5) & (visibility > 0.3) & (trust < 0.05) & (person > 0.5)
     hair = np.median(albedo[hair_texels], 0) if hair_texels.sum() >= 20 else None
