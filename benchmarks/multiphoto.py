@@ -86,7 +86,7 @@ def mean(scores: list[Score]) -> Score:
     return Score(*(float(np.mean([getattr(s, k) for s in scores])) for k in ("nme", "photo", "likeness")))
 
 
-def leave_one_out(pipeline: Pipeline, files: list[Path], settings, gallery: Path | None, name: str):
+def leave_one_out(pipeline: Pipeline, files: list[Path], settings, name: str):
     frozen = replace(settings, refinement=replace(settings.refinement, holdout=True))
     singles = {f: pipeline.run(f, settings) for f in files}
     rows = []
@@ -102,19 +102,28 @@ def leave_one_out(pipeline: Pipeline, files: list[Path], settings, gallery: Path
         print(f"  {name} leave out {left.name}: several ({len(several.photos)} used, {seconds:.0f} s) "
               f"nme {multi.nme:.2f} photo {multi.photo:.4f} like {multi.likeness:.3f} | one photo "
               f"nme {one.nme:.2f} photo {one.photo:.4f} like {one.likeness:.3f}", flush=True)
-    if gallery is not None:
-        save_gallery(pipeline.run(files, settings), gallery / f"multiphoto_{name}.jpg")
     return rows
 
 
-def save_gallery(rec, path: Path, row_height: int = 160) -> None:
-    """Per person: each used photo | the fit overlaid | the shaded head (one row per photo), and
-    the fused albedo below."""
-    preview = Image.fromarray(preview_image(rec, size=row_height))
-    albedo = Image.fromarray(rec.albedo).resize((preview.width, preview.width // 2), Image.Resampling.LANCZOS)
-    sheet = Image.new("RGB", (preview.width, preview.height + albedo.height))
-    sheet.paste(preview, (0, 0))
-    sheet.paste(albedo, (0, preview.height))
+def save_gallery(pipeline: Pipeline, rec, settings, path: Path, row_height: int = 160) -> None:
+    """Per person, one row per photo used: the photo | the mesh overlaid | the shaded head | the
+    skin trust (the preview's columns) | the textured head over the photo (fused albedo, light
+    refitted to it on that photo); the fused albedo below."""
+    preview = preview_image(rec, size=row_height)
+    renders = []
+    for photo in rec.photos:
+        fit = pipeline.fit_photo(photo.image, settings, rec.params.identity, rec.albedo)
+        detection = pipeline.detect(photo.image)
+        view = View(photo.image, landmark_target(detection, pipeline.correspondence), detection)
+        render, _, _ = render_fit(pipeline.model, view, fit.params, rec.albedo,
+                                  pipeline.surface_points(100), 2 * row_height)
+        small = Image.fromarray(render).resize((row_height, row_height), Image.Resampling.LANCZOS)
+        renders.append(np.asarray(small))
+    rows = Image.fromarray(np.concatenate([preview, np.concatenate(renders)], axis=1))
+    albedo = Image.fromarray(rec.albedo).resize((rows.width, rows.width // 2), Image.Resampling.LANCZOS)
+    sheet = Image.new("RGB", (rows.width, rows.height + albedo.height))
+    sheet.paste(rows, (0, 0))
+    sheet.paste(albedo, (0, rows.height))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, quality=85)
     print(f"  gallery: {path}")
@@ -137,6 +146,7 @@ def main() -> None:
     parser.add_argument("--texture-size", type=int, default=256, help="albedo size (renders are 160-224 px)")
     parser.add_argument("--people", default="", help="comma-separated subset, e.g. person01,hrn")
     parser.add_argument("--gallery", type=Path, default=None, help="folder for the per-person gallery JPEGs")
+    parser.add_argument("--gallery-only", action="store_true", help="only the galleries, no leave-one-out")
     parser.add_argument("--speed", action="store_true")
     args = parser.parse_args()
     everyone = people(args.faces)
@@ -149,7 +159,12 @@ def main() -> None:
     better = {"nme": 0, "photo": 0, "likeness": 0}
     print("person | photos | several: nme % / held-out photo / likeness | one photo: same | better")
     for name in chosen:
-        rows = leave_one_out(pipeline, everyone[name], settings, args.gallery, name)
+        if args.gallery is not None:
+            gallery = args.gallery / f"multiphoto_{name}.jpg"
+            save_gallery(pipeline, pipeline.run(everyone[name], settings), settings, gallery)
+        if args.gallery_only:
+            continue
+        rows = leave_one_out(pipeline, everyone[name], settings, name)
         multi, one = mean([r[1] for r in rows]), mean([r[2] for r in rows])
         wins = {"nme": multi.nme < one.nme, "photo": multi.photo < one.photo,
                 "likeness": multi.likeness > one.likeness}
@@ -158,7 +173,7 @@ def main() -> None:
         print(f"{name} | {len(rows)} | {multi.nme:.2f} / {multi.photo:.4f} / {multi.likeness:.3f} | "
               f"{one.nme:.2f} / {one.photo:.4f} / {one.likeness:.3f} | "
               f"{', '.join(k for k, v in wins.items() if v) or '-'}", flush=True)
-    for key, count in better.items():
+    for key, count in better.items() if not args.gallery_only else ():
         print(f"several-photo identity better on the left-out photo ({key}): {count} of {len(chosen)} people")
 
 
