@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ def run_batch(photos: Sequence[tuple[str, object]], output: Path, setup: Callabl
     each (name, photo), one result folder per photo under ``output``; print one line per photo and
     a summary; return the exit status. ``output``'s run lock refuses a second run into it."""
     try:
-        with _sigterm_stops():
+        with _sigterm_stops(), _one_line_warnings():
             prepare_output(output)
             with exclusive_lock(output / RUN_LOCK, f"into {output}"):
                 remove_stale(output)
@@ -176,6 +177,17 @@ def _print_summary(summary: Summary, output: Path, seconds: float, unit: str) ->
               f"results in {output}")
     for name, reason in summary.failed:
         print(f"  {name}: {reason}")
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Python warnings (an unwritable cache, a decoder's complaint) as one "warning:" line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {one_line(str(message))}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 @contextmanager

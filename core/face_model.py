@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -290,7 +291,13 @@ def load_face_model(source: str | Path | None = None, cache_dir: str | Path | No
         model = parse_face_model(source)
         try:
             save_cache(model, cache)
-        except OSError:
-            pass  # a read-only cache dir only costs speed
+        except OSError as exc:  # only costs speed, but every run: say so
+            warnings.warn(f"The parsed face model cannot be cached in {cache.parent} "
+                          f"({exc.strerror or exc}), so every run parses it again (~15 s). Set "
+                          f"{assets.ENV_CACHE} to a writable folder.", CacheWarning, stacklevel=2)
     return model
+
+
+class CacheWarning(UserWarning):
+    """A cache that cannot be written: everything works, only slower."""
 

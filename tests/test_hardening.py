@@ -445,6 +445,16 @@ def test_16_newline_in_a_file_name_keeps_the_material_link(fast_reconstruction, 
     assert obj[0] == "mtllib two_lines.mtl" and (out / "two_lines.mtl").is_file()
 
 
+def test_16_an_unwritable_cache_is_reported_once(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    result = cli("reconstruct", str(face_photo(PHOTO)), "-o", str(tmp_path / "o"), "--preset", "fast",
+                 "--no-glb", env={"LIKENESS_CACHE_DIR": str(blocker / "cache")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if "cannot be cached" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "LIKENESS_CACHE_DIR" in lines[0]
+
+
 def test_unexpected_errors_are_one_line_with_the_traceback_in_a_log(tmp_path):
     from core.batch import PhotoDone, run_photos
 
