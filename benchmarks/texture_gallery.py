@@ -2,7 +2,8 @@
 
 One row per photo: the photo around the face | the trusted skin pixels (the rest darkened) | the
 albedo atlas (face tile | back-of-head tile) | the unlit textured head from the photo's camera |
-the same head frontal, at +-60 degrees yaw and from behind, lit by a head light. Prints the
+the same head frontal, at +-60 degrees yaw and from behind, lit by a head light (eyeballs with
+the photo's iris colour, teeth and mouth socket in plain colours, as core.parts gives them). Prints the
 texture stage's time per photo and a few numbers about the albedo (share of the atlas the photo
 coloured, distance of the completed scalp to the skin tone).
 
@@ -22,8 +23,18 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.face_model import SKIN_POLYGONS  # noqa: E402
+from core.face_model import SKIN_POLYGONS, triangulate  # noqa: E402
 from core.params import Camera, FaceParams  # noqa: E402
+from core.parts import (  # noqa: E402
+    EYE_REGIONS,
+    PLAIN_COLOURS,
+    eye_centre,
+    eye_colours,
+    iris_colour,
+    linear_to_srgb8,
+    polygon_kinds,
+    shown_polygons,
+)
 from core.pipeline import Pipeline, preset_settings  # noqa: E402
 from core.reconstruction import Reconstruction  # noqa: E402
 from core.rendering import render  # noqa: E402
@@ -43,9 +54,31 @@ def load(name: str, faces: Path):
     return faces / name
 
 
+def _inner_parts(rec: Reconstruction) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles and sRGB vertex colours of what shows through the skin's openings: eyeballs
+    (sclera, iris in the photo's colour, pupil; core.parts), teeth, gums and the mouth socket."""
+    model = rec.model
+    kinds = polygon_kinds(model)
+    shown = shown_polygons(model) & (np.arange(len(model.polygons)) >= SKIN_POLYGONS)
+    shown &= (kinds == "eye") | (kinds == "teeth") | (kinds == "gums") | (kinds == "skin")
+    colours = np.zeros((model.num_vertices, 3))
+    colours[:] = linear_to_srgb8(np.array([0.04, 0.02, 0.02])) / 255  # sockets: dark
+    for kind in ("teeth", "gums"):
+        used = np.unique(model.polygons[kinds == kind])
+        colours[used[used >= 0]] = linear_to_srgb8(np.array(PLAIN_COLOURS[kind][0])) / 255
+    iris = iris_colour(rec.image, rec.detected_landmarks)
+    for region in EYE_REGIONS.values():
+        start, stop = model.regions[region]
+        rest = rec.identity_vertices  # the rest pose: the colours turn with the eyeball
+        directions = rest[start:stop] - eye_centre(model, rest, region)
+        cosines = directions[:, 2] / np.maximum(np.linalg.norm(directions, axis=1), 1e-9)
+        colours[start:stop] = linear_to_srgb8(eye_colours(cosines, iris)) / 255
+    return triangulate(model.polygons[shown]), colours
+
+
 def head_render(rec: Reconstruction, cell: int, yaw: float | None) -> np.ndarray:
-    """(cell, cell, 3) uint8: the textured skin, unlit from the photo camera (``yaw`` None) or
-    lit by a head light from a canonical camera at ``yaw`` degrees."""
+    """(cell, cell, 3) uint8: the textured skin with eyes and teeth, unlit from the photo camera
+    (``yaw`` None) or lit by a head light from a canonical camera at ``yaw`` degrees."""
     faces, uv_faces = rec.model.triangles(SKIN_POLYGONS)
     texture = torch.from_numpy(rec.albedo.astype(np.float32) / 255)
     uv_corners = torch.from_numpy(rec.model.atlas_uvs[uv_faces])
@@ -63,13 +96,19 @@ def head_render(rec: Reconstruction, cell: int, yaw: float | None) -> np.ndarray
         params = FaceParams(rec.params.identity, rec.params.expression, np.radians([0.0, yaw, 0.0]),
                             np.array([0.0, 0.0, 0.85]), Camera(cell * 2.4, cell / 2, cell / 2, cell, cell))
     verts_cam = torch.from_numpy(params.to_camera(verts).astype(np.float32))
+    inner_faces, inner_colours = _inner_parts(rec)
     with torch.no_grad():
-        out = render(verts_cam, torch.from_numpy(faces.astype(np.int64)), params.camera,
-                     uv_corners=uv_corners, texture=texture, cull_backfaces=True)
-    colour = out.albedo
+        skin = render(verts_cam, torch.from_numpy(faces.astype(np.int64)), params.camera,
+                      uv_corners=uv_corners, texture=texture, cull_backfaces=True)
+        inner = render(verts_cam, torch.from_numpy(inner_faces.astype(np.int64)), params.camera,
+                       vertex_colors=torch.from_numpy(inner_colours.astype(np.float32)), cull_backfaces=True)
+    skin_depth = torch.where(skin.mask, skin.fragments.depth, torch.tensor(np.inf))
+    use_inner = inner.mask & (inner.fragments.depth < skin_depth)
+    colour = torch.where(use_inner[..., None], inner.albedo, skin.albedo)
+    normals = torch.where(use_inner[..., None], inner.normals, skin.normals)
     if yaw is not None:
-        colour = colour * (0.35 + 0.65 * (-out.normals[..., 2:]).clamp(0, 1))
-    img = torch.where(out.mask[..., None], colour, torch.tensor([0.55, 0.6, 0.65]))
+        colour = colour * (0.35 + 0.65 * (-normals[..., 2:]).clamp(0, 1))
+    img = torch.where((skin.mask | inner.mask)[..., None], colour, torch.tensor([0.55, 0.6, 0.65]))
     return (img.numpy() * 255).clip(0, 255).astype(np.uint8)
 
 

@@ -22,7 +22,7 @@ NOSTRILS = [48, 64, 98, 97, 2, 326, 327, 294, 278, 19]
 # Parts with a texture of their own: kept in the albedo whatever their colour (not occluders).
 # The eyes count by their rim (lids, lash line); their opening shows the eyeball, not skin.
 FACE_PARTS = (RIGHT_BROW, LEFT_BROW, OUTER_LIPS, NOSTRILS)
-EYE_RIM = 0.04  # of the face size: the band around each eye opening that is lid and lashes
+EYE_RIM = 0.015  # of the face size: the band around each eye opening that is lid margin and lashes
 
 _SUBPIXEL = 4  # cv2.fillPoly takes fixed-point coordinates with this many fractional bits
 
@@ -56,12 +56,15 @@ def face_mask(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
     return mask > 0
 
 
-def part_masks(landmarks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def part_masks(landmarks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bool (H, W) masks of the face parts that are texture of their own (eye rims, brows, lips,
-    nostrils) and of the openings that are not skin at all (eyeballs, teeth and tongue)."""
+    nostrils), of the lips alone, and of the openings that are not skin at all (eyeballs, teeth
+    and tongue)."""
     parts = np.zeros((height, width), np.uint8)
     for loop in FACE_PARTS:
         _fill(parts, landmarks[loop], 1)
+    lips = np.zeros_like(parts)
+    _fill(lips, landmarks[OUTER_LIPS], 1)
     openings = np.zeros_like(parts)
     for loop in (RIGHT_EYE, LEFT_EYE, INNER_LIPS):
         _fill(openings, landmarks[loop], 1)
@@ -70,7 +73,7 @@ def part_masks(landmarks: np.ndarray, height: int, width: int) -> tuple[np.ndarr
         _fill(eyes, landmarks[loop], 1)
     grow = max(1, int(round(EYE_RIM * np.ptp(landmarks[FACE_OVAL], axis=0).max())))
     parts |= cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
-    return (parts > 0) & (openings == 0), openings > 0
+    return (parts > 0) & (openings == 0), (lips > 0) & (openings == 0), openings > 0
 
 
 def holdout_checkerboard(size: int) -> np.ndarray:

@@ -32,6 +32,7 @@ CHROMA_FLOOR = 0.03  # minimum chroma std (log ratio): JPEG-flat faces must not 
 DARKER_RAMP = (0.55, 0.95)  # log luminance below the face's median: shadowed skin .. hair / stubble
 BRIGHTER_RAMP = (0.5, 0.8)  # log luminance above it: blow-outs
 PERSON_RAMP = (0.3, 0.7)  # selfie-segmentation probability
+DARKER_LIP = (0.35, 0.6)  # log luminance below the lips' median: moustache, not lip
 BORDER_ERODE = 0.012  # of the face size: pixels mixing skin with an occluder are left out
 THIN_DARK = (0.15, 0.3)  # log-luminance black-hat: glasses frames, strands of hair, stubble
 THIN_DARK_SIZE = 0.04  # of the face size: the widest structure the black-hat picks out
@@ -156,7 +157,7 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray) -> Sk
     if sample.sum() < 50:  # tiny or odd face: fall back to the whole landmark skin region
         sample = skin_mask(landmarks, height, width)
     colour = SkinColourModel.fit(photo[sample])
-    parts, openings = part_masks(landmarks, height, width)
+    parts, lips, openings = part_masks(landmarks, height, width)
     face_size = float(np.ptp(landmarks[FACE_OVAL], axis=0).max())
     luma = np.log(np.maximum(photo @ np.array([0.299, 0.587, 0.114], np.float32), 1 / 255))
     rough = _roughness(luma, face_size)
@@ -166,10 +167,16 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray) -> Sk
     outside = 1 - cv2.GaussianBlur(oval, (0, 0), max(1.0, 0.015 * face_size))
     skin = (colour.probability(photo, outside) * _ramp(_thin_dark(luma, face_size), *THIN_DARK)
             * _ramp(rough, rough_lo, 2 * rough_lo))
-    trust = np.where(parts, 1.0, skin) * person_w * ~openings * _below_chin(landmarks, height, width)
+    # A moustache over the upper lip is inside the lips' outline: lip pixels much darker than the
+    # lips' median are hair, not lip.
+    own = np.where(lips, _ramp(np.median(luma[lips]) - luma, *DARKER_LIP) if lips.any() else 1.0, 1.0)
+    trust = np.where(parts, own, skin) * person_w * ~openings * _below_chin(landmarks, height, width)
     trust = _connected_to(trust, sample)
+    # Skin next to an occluder is eroded away; the parts are thin bands (lips, lid rims) that
+    # erosion would wipe out, and their borders are their own texture anyway.
     radius = max(1, int(round(BORDER_ERODE * face_size)))
-    trust = cv2.erode(trust.astype(np.float32), _disc(radius))
+    eroded = cv2.erode(np.where(parts, 0.0, trust).astype(np.float32), _disc(radius))
+    trust = np.where(parts, trust, eroded).astype(np.float32)
     return SkinTrust(trust, parts, person.astype(np.float32), colour)
 
 
