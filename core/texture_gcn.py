@@ -4,8 +4,10 @@ High-Fidelity 3D Face Reconstruction from In-the-Wild Images Using Graph Convolu
 The coarse skin albedo of ``build_texture`` is sampled at the skin vertices; a Chebyshev graph
 network on the ICT skin topology, conditioned on the photo's identity embedding, predicts a
 per-vertex colour correction. Its weights are optimised for this photo only, against
-- a pixel loss: the render (vertex albedo x the fitted SH shading) against the photo on visible,
-  trusted skin pixels;
+- a pixel loss: the render (vertex albedo x SH shading) against the photo on visible, trusted skin
+  pixels; the light is fitted once to the coarse albedo on those pixels (the texture stage de-lit
+  with its own light, whose scale and colour differ from refinement's), so the network corrects
+  what the coarse albedo gets wrong, not the light;
 - an identity loss: cosine distance between face-recognition embeddings (core.identity) of the
   render (the head alone, on grey: it has to carry the likeness without the photo's hair and
   background around it) and of the photo;
@@ -36,7 +38,7 @@ from .losses import photometric_loss
 from .params import FaceParams
 from .progress import Progress
 from .refinement import Crop
-from .rendering import cpu_threads, project, rasterize, shade, vertex_normals
+from .rendering import cpu_threads, project, rasterize, sh_basis, shade, vertex_normals
 from .skin_mask import skin_mask
 from .texture import TextureResult, UVSurface, push_pull_fill
 
@@ -168,7 +170,8 @@ def sample_atlas(atlas: np.ndarray, uvs: np.ndarray) -> np.ndarray:
 
 class _FixedRender:
     """The skin mesh seen by the photo's camera in a face crop, rasterised once: a render of
-    per-vertex albedo is ``pixels @ albedo * shading``."""
+    per-vertex albedo is ``pixels @ albedo * shading``, shading = SH basis at the pixel normals
+    times the light of ``fit_light``."""
 
     def __init__(self, model: FaceModel, params: FaceParams, crop: Crop, num_vertices: int):
         faces_np, _ = model.triangles(SKIN_POLYGONS)
@@ -185,9 +188,26 @@ class _FixedRender:
                                     (len(covered), num_vertices))
         normals = vertex_normals(verts_cam, faces)[corner_ids]  # (N, 3, 3)
         pixel_normals = F.normalize((bary.double()[..., None] * normals).sum(1), dim=-1)
+        self.basis = sh_basis(pixel_normals).float()  # (N, 9)
         self.shading = shade(pixel_normals, params.sh).float()
         self.covered = covered
         self.mask = frags.mask
+
+    def fit_light(self, vertex_albedo: Tensor, photo: Tensor, mask: Tensor) -> None:
+        """Least-squares RGB SH light (9, 3) making ``vertex_albedo``'s render match ``photo`` on
+        the ``mask`` (S, S) pixels; keeps the current light when too few pixels are given."""
+        rows = mask.reshape(-1)[self.covered]
+        if rows.sum() < 50:
+            return
+        albedo = (self.pixels @ vertex_albedo)[rows].double()
+        basis = self.basis[rows].double()
+        target = photo.reshape(-1, 3)[self.covered][rows].double()
+        reg = 1e-3 * len(basis) * torch.eye(9, dtype=torch.float64)
+        reg[0, 0] = 0
+        light = torch.stack([
+            torch.linalg.solve((basis * albedo[:, c:c + 1] ** 2).T @ basis + reg,
+                               (basis * albedo[:, c:c + 1]).T @ target[:, c]) for c in range(3)], 1)
+        self.shading = (self.basis.double() @ light).float()
 
     def image(self, vertex_albedo: Tensor, background: Tensor) -> Tensor:
         """(S, S, 3): the shaded render where the skin covers the crop, ``background`` elsewhere."""
@@ -224,6 +244,7 @@ def _refine_texture(model, rgb, params, detection, texture, surface, graph, iden
 
     uvs = vertex_uvs(model, n)
     coarse = torch.from_numpy(sample_atlas(texture.albedo.astype(np.float32) / 255, uvs))
+    fixed.fit_light(coarse, photo, loss_mask[0, 0] > 0)
     unseen = torch.from_numpy(1 - np.clip(sample_atlas(texture.trust, uvs)[:, 0], 0, 1))
     neutral = torch.from_numpy(model.neutral[:n])
     features = torch.cat([coarse, (neutral - neutral.mean(0)) / neutral.std(0)], 1)
