@@ -49,10 +49,11 @@ class Summary:
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)  # the photo in progress when the run was stopped
+    interrupted: bool = False  # stopped between photos (while a finished photo was reported)
 
     @property
     def stopped(self) -> bool:
-        return bool(self.cancelled)
+        return bool(self.cancelled) or self.interrupted
 
     @property
     def attempted(self) -> int:
@@ -108,23 +109,10 @@ def run_photos(photos: Sequence[tuple[str, object]], output: Path, work: Work,
     summary = Summary(total=len(photos))
     folders = result_folders([name for name, _ in photos])
     start = time.perf_counter()
-    for i, ((name, photo), folder) in enumerate(zip(photos, folders, strict=True), 1):
-        label = f"[{i}/{len(photos)}] {name}"
-        try:
-            done = work(name, photo, output / folder, label)
-        except KeyboardInterrupt:
-            print(f"{label}: cancelled; nothing written for it. Stopping.", flush=True)
-            summary.cancelled.append(name)
-            break
-        except Exception as exc:  # noqa: BLE001 - the isolation boundary: one photo, one failure
-            reason = failure_reason(exc, output / ERROR_LOG, name)
-            print(f"{label}: FAILED: {reason}", flush=True)
-            summary.failed.append((name, reason))
-            continue
-        summary.done.append(name)
-        print(f"{label}: ok{done.note} in {done.seconds:.1f} s -> {done.folder}", flush=True)
-        for warning in done.warnings:
-            print(f"    warning: {one_line(warning)}")
+    try:
+        _run_each(photos, folders, output, work, summary)
+    except KeyboardInterrupt:  # Ctrl-C while a finished photo was reported (its line is out already)
+        summary.interrupted = True
     _print_summary(summary, output, time.perf_counter() - start, unit)
     return summary
 
@@ -164,6 +152,27 @@ def result_folders(names: Sequence[str]) -> list[str]:
         used.add(candidate)
         out.append(candidate)
     return out
+
+
+def _run_each(photos: Sequence[tuple[str, object]], folders: list[str], output: Path, work: Work,
+              summary: Summary) -> None:
+    for i, ((name, photo), folder) in enumerate(zip(photos, folders, strict=True), 1):
+        label = f"[{i}/{len(photos)}] {name}"
+        try:
+            done = work(name, photo, output / folder, label)
+        except KeyboardInterrupt:
+            print(f"{label}: cancelled; nothing written for it. Stopping.", flush=True)
+            summary.cancelled.append(name)
+            break
+        except Exception as exc:  # noqa: BLE001 - the isolation boundary: one photo, one failure
+            reason = failure_reason(exc, output / ERROR_LOG, name)
+            print(f"{label}: FAILED: {reason}", flush=True)
+            summary.failed.append((name, reason))
+            continue
+        summary.done.append(name)
+        print(f"{label}: ok{done.note} in {done.seconds:.1f} s -> {done.folder}", flush=True)
+        for warning in done.warnings:
+            print(f"    warning: {one_line(warning)}")
 
 
 def _print_summary(summary: Summary, output: Path, seconds: float, unit: str) -> None:

@@ -258,6 +258,9 @@ def _stop_during_second_photo(process: subprocess.Popen, signum: int) -> tuple[s
     for line in process.stdout:
         lines.append(line)
         if line.startswith("[1/3]") and ": ok in" in line:
+            # The line is read as soon as it is flushed, while the run may still be printing it:
+            # give it time to start the second photo (which takes seconds).
+            time.sleep(1.0)
             process.send_signal(signum)
             break
     stdout, stderr = process.communicate(timeout=300)
