@@ -182,7 +182,7 @@ class Pipeline:
         """Which pixels of ``rgb`` show the subject's skin (None without dense landmarks)."""
         if not detection.is_dense:
             return None
-        return skin_trust(rgb, detection.landmarks, self.segmenter.segment(rgb))
+        return skin_trust(rgb, detection.landmarks, self.segmenter.segment(rgb), self.segmenter.hands(rgb))
 
     def clip_extractor(self, settings: DetailSettings):
         """The CLIP encoder for the detail stage, kept across photos (loading takes seconds)."""

@@ -32,6 +32,8 @@ CHROMA_FLOOR = 0.03  # minimum chroma std (log ratio): JPEG-flat faces must not 
 DARKER_RAMP = (0.55, 0.95)  # log luminance below the face's median: shadowed skin .. hair / stubble
 BRIGHTER_RAMP = (0.5, 0.8)  # log luminance above it: blow-outs
 PERSON_RAMP = (0.3, 0.7)  # selfie-segmentation probability
+HAND_CONFIDENCE = 0.3
+HAND_MARGIN = 0.15  # of the hand's size: the landmarks are joints, the flesh reaches beyond them
 DARKER_LIP = (0.35, 0.6)  # log luminance below the lips' median: moustache, not lip
 BORDER_ERODE = 0.012  # of the face size: pixels mixing skin with an occluder are left out
 THIN_DARK = (0.15, 0.3)  # log-luminance black-hat: glasses frames, strands of hair, stubble
@@ -113,8 +115,9 @@ class SkinTrust:
 
 
 class PersonSegmenter:
-    """MediaPipe selfie segmentation (general 256x256 model). Not thread-safe inside, so calls
-    are serialised; build once and reuse, ``close()`` when done."""
+    """MediaPipe selfie segmentation (general 256x256 model) and hand landmarks (both ship in the
+    mediapipe wheel). Not thread-safe inside, so calls are serialised; build once and reuse,
+    ``close()`` when done."""
 
     @quiet_mediapipe.wrap
     def __init__(self):
@@ -122,8 +125,11 @@ class PersonSegmenter:
 
         mp = _import_mediapipe()
         self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=4,
+                                               min_detection_confidence=HAND_CONFIDENCE)
         self._lock = threading.Lock()
         _opened(self._model)
+        _opened(self._hands)
 
     @quiet_mediapipe.wrap
     def segment(self, rgb: np.ndarray) -> np.ndarray:
@@ -132,10 +138,26 @@ class PersonSegmenter:
             mask = self._model.process(np.ascontiguousarray(rgb)).segmentation_mask
         return np.clip(mask, 0, 1).astype(np.float32)
 
+    @quiet_mediapipe.wrap
+    def hands(self, rgb: np.ndarray) -> np.ndarray:
+        """Bool (H, W): pixels of the hands in the photo (the hull of each hand's 21 landmarks,
+        grown by HAND_MARGIN of its size to cover the fingers' flesh around the joints)."""
+        height, width = rgb.shape[:2]
+        with self._lock:
+            found = self._hands.process(np.ascontiguousarray(rgb)).multi_hand_landmarks or []
+        mask = np.zeros((height, width), np.uint8)
+        for hand in found:
+            pts = np.array([[p.x * width, p.y * height] for p in hand.landmark], np.float32)
+            cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
+            grow = int(round(HAND_MARGIN * float(np.ptp(pts, axis=0).max())))
+            mask = np.maximum(mask, cv2.dilate(mask, _disc(max(grow, 1))))
+        return mask > 0
+
     def close(self) -> None:
-        if self._model is not None:
-            self._model.close()
-            self._model = None
+        for model in (self._model, self._hands):
+            if model is not None:
+                model.close()
+        self._model = self._hands = None
 
 
 def central_face(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -147,9 +169,10 @@ def central_face(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
     return skin_mask(shrunk, height, width, margin=0.03) & skin_mask(landmarks, height, width, margin=0.03)
 
 
-def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray) -> SkinTrust:
+def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
+               hands: np.ndarray | None = None) -> SkinTrust:
     """Trusted-skin weights of photo ``rgb`` for the face of 478 ``landmarks`` given the
-    ``person`` probability map."""
+    ``person`` probability map and the ``hands`` mask (skin-coloured, but never the face's)."""
     height, width = rgb.shape[:2]
     photo = rgb.astype(np.float32) / 255
     person_w = 1 - _ramp(person, *PERSON_RAMP)
@@ -171,6 +194,8 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray) -> Sk
     # lips' median are hair, not lip.
     own = np.where(lips, _ramp(np.median(luma[lips]) - luma, *DARKER_LIP) if lips.any() else 1.0, 1.0)
     trust = np.where(parts, own, skin) * person_w * ~openings * _below_chin(landmarks, height, width)
+    if hands is not None:
+        trust = trust * ~hands
     trust = _connected_to(trust, sample)
     # Skin next to an occluder is eroded away; the parts are thin bands (lips, lid rims) that
     # erosion would wipe out, and their borders are their own texture anyway.

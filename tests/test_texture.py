@@ -117,3 +117,18 @@ def test_background_colour_never_reaches_the_albedo(pipeline):
     albedo = rec.albedo.astype(int)
     greenish = (albedo[..., 1] > albedo[..., 0] + 40) & (albedo[..., 1] > albedo[..., 2] + 40)
     assert greenish.sum() == 0
+
+
+def test_a_hand_at_the_chin_is_not_skin(pipeline):
+    """015384.jpg: her hand rests under her chin, skin-coloured and touching the face."""
+    from conftest import face_photo
+
+    from core.image_io import load_image
+
+    rgb = load_image(face_photo("015384.jpg")).rgb
+    detection = pipeline.detect(rgb)
+    hand = pipeline.segmenter.hands(rgb)
+    chin_y, top_y = detection.landmarks[152, 1], detection.landmarks[10, 1]
+    rows = np.flatnonzero(hand.any(axis=1))
+    assert hand.sum() > 2000 and rows.min() < chin_y + 0.5 * (chin_y - top_y)  # found, close to the face
+    assert pipeline.skin_trust(rgb, detection).trust[hand].max() == 0
