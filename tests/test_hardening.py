@@ -3,6 +3,7 @@ batch script on real photos (docs/GUARANTEES.md lists what these tests guarantee
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -114,10 +115,30 @@ def test_3_concurrent_writers_are_refused(tmp_path):
 # Crashes that aborted a whole batch (4-7)
 
 
+def _avif_pillow_fails_on(path: Path) -> None:
+    """An AVIF whose colour data is damaged so that Pillow's decoder raises RuntimeError (seeded
+    search: which bytes matter depends on the encoder build)."""
+    encoded = io.BytesIO()
+    Image.open(face_photo(PHOTO)).save(encoded, format="AVIF")
+    data = encoded.getvalue()
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        damaged = bytearray(data)
+        start = int(rng.integers(300, len(data) - 200))
+        damaged[start:start + 100] = rng.integers(0, 256, 100, dtype=np.uint8).tobytes()
+        try:
+            Image.open(io.BytesIO(bytes(damaged))).load()
+        except RuntimeError:
+            path.write_bytes(bytes(damaged))
+            return
+        except Exception:  # noqa: BLE001 - other damage: keep searching
+            continue
+    pytest.fail("found no damage that makes Pillow's AVIF decoder raise RuntimeError")
+
+
 def test_4_and_7_damaged_avif_and_a_fifo_fail_alone(tmp_path):
     avif = tmp_path / "phone_export.jpg"  # AVIF content under any name
-    Image.open(face_photo(PHOTO)).save(avif, format="AVIF")
-    avif.write_bytes(avif.read_bytes()[:400])
+    _avif_pillow_fails_on(avif)
     fifo = tmp_path / "pipe.jpg"
     os.mkfifo(fifo)
     result = cli("reconstruct", str(avif), str(fifo), str(face_photo(PHOTO)), "-o", str(tmp_path / "o"),
