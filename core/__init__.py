@@ -1,10 +1,12 @@
-"""Likeness core: one photo -> fitted, textured, animatable ICT-FaceKit head. Never imports bpy.
+"""Likeness core: one photo (or several of one person) -> fitted, textured, animatable ICT-FaceKit
+head. Never imports bpy.
 
 Public API::
 
     from core import reconstruct
     rec = reconstruct("photo.jpg", preset="balanced", device="auto")
     rec.save("out/")
+    rec = reconstruct(["front.jpg", "left.jpg", "profile.jpg"])   # one head; rec.photos, rec.dropped
 """
 
 from .errors import (
@@ -15,9 +17,10 @@ from .errors import (
     ImageError,
     LikenessError,
     NoFaceError,
+    PhotoSetError,
 )
 from .progress import Progress
-from .reconstruction import DetailMaps, Reconstruction
+from .reconstruction import DetailMaps, DroppedPhoto, PhotoFit, Reconstruction
 
 
 def reconstruct(*args, **kwargs):
@@ -27,5 +30,6 @@ def reconstruct(*args, **kwargs):
     return _reconstruct(*args, **kwargs)
 
 
-__all__ = ["reconstruct", "Reconstruction", "DetailMaps", "Progress", "LikenessError", "ImageError",
-           "NoFaceError", "FaceSelectionError", "AssetError", "DependencyError", "Cancelled"]
+__all__ = ["reconstruct", "Reconstruction", "PhotoFit", "DroppedPhoto", "DetailMaps", "Progress",
+           "LikenessError", "ImageError", "NoFaceError", "FaceSelectionError", "PhotoSetError", "AssetError",
+           "DependencyError", "Cancelled"]
