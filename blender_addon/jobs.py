@@ -115,6 +115,7 @@ class ReconstructOptions:
     device: str = "auto"
     face_index: Optional[int] = None
     detail_strength: float = 1.0
+    detail_guidance: str = "auto"  # core.pipeline.Settings.detail_guidance
     clip_pretrained: Optional[str] = "openai"  # tag or checkpoint path; None: random weights (tests, demos)
     ict_facekit: Optional[str] = None  # a local zip or folder; None: core.assets finds or fetches it
     cache_dir: Optional[str] = None
@@ -147,6 +148,7 @@ def run_reconstruction(image, options: ReconstructOptions, progress: Progress, p
 
     settings = preset_settings(options.preset, device=options.device, face_index=options.face_index,
                                detail_strength=options.detail_strength,
+                               detail_guidance=options.detail_guidance,
                                clip_pretrained=options.clip_pretrained)
     pipeline = pipeline or make_pipeline(options, progress)
     return reconstruct(image, settings=settings, progress=progress, pipeline=pipeline)

@@ -9,6 +9,11 @@ PRESETS = [
     ("balanced", "Balanced", "Longer refinement at a higher resolution"),
     ("quality", "Quality", "Balanced plus mid-frequency skin detail (displacement and normal maps)"),
 ]
+DETAIL_GUIDANCE = [
+    ("auto", "Auto", "CLIP-guided when CLIP weights are available, else photometric (said once)"),
+    ("clip", "CLIP", "CLIP feature consistency + photometric + frequency (needs CLIP weights)"),
+    ("photometric", "Photometric", "Shading and frequency terms only: works offline, no CLIP weights"),
+]
 DEVICES = [
     ("auto", "Auto", "CUDA when available, else CPU"),
     ("cpu", "CPU", "Always the CPU"),
@@ -47,6 +52,9 @@ class LikenessSettings(bpy.types.PropertyGroup):
         type=LikenessPhoto, name="More Photos",
         description="More photos of the same person (other angles): one head from all of them")
     more_index: bpy.props.IntProperty(name="Selected Photo", default=0)
+    detail_guidance: bpy.props.EnumProperty(
+        name="Detail Guidance", items=DETAIL_GUIDANCE, default="auto",
+        description="What guides the skin detail (Quality preset)")
     add_camera: bpy.props.BoolProperty(
         name="Camera from Photo", default=True,
         description="Also add a camera per photo that sees the head as that photo does, with the photo "

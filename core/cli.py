@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-glb", action="store_true", help="write OBJ only")
         p.add_argument("--scalp", choices=("skin", "hair"), default="skin",
                        help="scalp colour: the skin tone (default) or the photo's hair colour (a cap)")
+        p.add_argument("--detail", choices=("auto", "clip", "photometric"), default="auto",
+                       help="detail guidance of the quality preset: clip (CLIP + photometric + frequency), "
+                            "photometric (offline); auto: clip when CLIP weights exist, else photometric")
 
     rec = sub.add_parser("reconstruct", help="reconstruct heads from photos")
     rec.add_argument("inputs", nargs="*", type=Path, help="image files or folders of images: one head each")
@@ -91,7 +94,8 @@ def run(inputs: list, names: list[str], args: argparse.Namespace, people: int = 
         from .texture import TextureSettings
 
         settings = preset_settings(args.preset, device=args.device, face_index=args.face_index,
-                                   detector=args.detector, texture=TextureSettings(scalp=args.scalp))
+                                   detector=args.detector, texture=TextureSettings(scalp=args.scalp),
+                                   detail_guidance=args.detail)
         pipeline = Pipeline(detector_backend=args.detector)
         pipeline.prepare(settings)
 

@@ -35,6 +35,7 @@ from .losses import (
     frequency_wing_loss,
     laplacian_smoothness,
     magnitude_loss,
+    masked_mean,
     photometric_loss,
     symmetry_loss,
 )
@@ -62,6 +63,7 @@ MIN_FACE_PX = 80.0  # face box side below which the photo has no mid-frequency d
 RANDOM_CLIP_WARNING = (
     "CLIP weights are random (pretrained=None): detail is not CLIP-guided in any meaningful sense"
 )
+GUIDANCE_MODES = ("clip", "photometric")  # clip: CLIP + photometric + frequency; photometric: no CLIP
 # Low, mid, high radial bands (core.losses.DEFAULT_BANDS): the high band is mostly pores, hair and
 # JPEG noise, which a displacement should not chase.
 FREQUENCY_BAND_WEIGHTS = (1.0, 1.0, 0.25)
@@ -73,6 +75,17 @@ SKIN_CHROMA_SIGMAS = 4.0  # 3 already drops the shadowed side of deep folds
 CHROMA_FLOOR = 0.003
 SHADING_RATIO = (0.6, 1.8)  # photo / coarse render brightness outside this: an occluder, not a fold
 OCCLUDER_GROWTH = 0.01  # dilation of those occluders, fraction of the crop side
+LUMINANCE = (0.299, 0.587, 0.114)
+LOG_FLOOR = 1e-3  # of luminance in [0, 1], before the log
+# A white light's shading changes a pixel's brightness, not its chromaticity; albedo marks (melanin,
+# blood, make-up) and specular sheen change both. Pixels whose high-passed log-chromaticity moves by
+# more than this are (softly) left out of the shading term.
+CHROMA_TAU = 0.08
+# Log-shading as a polynomial of the normal up to this degree (35 terms), fitted to the photo: the
+# fitted 2nd-order SH light cannot reproduce area lights and a coloured sky on a nose or an eye
+# socket, and that misfit is mid-frequency, exactly where folds are.
+SHADING_DEGREE = 4
+SHADING_RIDGE = 1e-3
 
 
 @dataclass
@@ -82,12 +95,13 @@ class DetailSettings:
     render_resolution: int = 256  # side of the square face crop the losses compare
     max_displacement_mm: float = 3.0  # |displacement| < this (tanh)
     strength: float = 1.0  # scales the result (maps and mesh) after the optimisation
+    guidance: str = "clip"  # one of GUIDANCE_MODES
     # Loss weights; 0 switches a term off (ablations).
     clip_weight: float = 1.0
     photometric_weight: float = 1.0
     frequency_weight: float = 0.1
-    smoothness_weight: float = 0.5
-    magnitude_weight: float = 0.002
+    smoothness_weight: float = 200.0
+    magnitude_weight: float = 2.0
     symmetry_weight: float = 0.02
     clip: ClipSettings = field(default_factory=ClipSettings)
     clip_every: int = 0  # CLIP forward/backward every k-th iteration; 0: 1 on CUDA, 2 on CPU
@@ -96,6 +110,18 @@ class DetailSettings:
     device: str = "auto"
     holdout: bool = False  # leave a checkerboard of face pixels out of the data terms (evaluation)
     falloff_width: float = 0.04  # face-tile UV units (~1 cm) over which displacement ramps up
+    # Gaussian sigma (mm) of the high-pass applied to the photo's log-luminance, the render's and
+    # the displacement: shape larger than this is the coarse fit's, and its misfit (or the light's,
+    # or the albedo's low frequencies) cannot leak into the detail.
+    highpass_mm: float = 3.0
+    # Divide the photo by the fitted albedo before the high-pass. Only for an albedo known to be
+    # free of shading (benchmarks' true-albedo oracle): the texture stage's de-lit albedo still
+    # holds the folds' shading, which would cancel what the detail must explain.
+    use_albedo: bool = False
+    shading_scale: float = 0.02  # Cauchy scale of the log-luminance residual (folds: a few percent)
+    # Local detail-band shading of the coarse render (log units) above which pixels count less, see
+    # DetailObjective._init_shading_target.
+    structure_scale: float = 0.015
     albedo_blur_mm: float = 4.0  # low-pass of the albedo, see the module docstring
 
     @staticmethod
@@ -105,9 +131,14 @@ class DetailSettings:
             iterations=settings.detail_iterations,
             resolution=settings.detail_resolution,
             strength=settings.detail_strength,
+            guidance=settings.detail_guidance if settings.detail_guidance in GUIDANCE_MODES else "clip",
             clip=ClipSettings(settings.clip_model, settings.clip_pretrained),
             device=settings.device,
         )
+
+    @property
+    def uses_clip(self) -> bool:
+        return self.guidance == "clip" and self.clip_weight > 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,6 +407,42 @@ def _features_mask_68(points: np.ndarray, size: int) -> np.ndarray:
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)) > 0
 
 
+def gaussian_taps(sigma: float, device: torch.device) -> torch.Tensor:
+    """Normalised 1D Gaussian taps (2 ceil(3 sigma) + 1,)."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1.0) / sigma) ** 2)
+    return (taps / taps.sum()).to(device)
+
+
+def blur(image: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W), channel by channel, zero padding."""
+    channels = image.shape[1]
+    k = len(taps)
+    x = F.conv2d(image, taps.view(1, 1, 1, k).expand(channels, 1, 1, k), padding=(0, k // 2), groups=channels)
+    return F.conv2d(x, taps.view(1, 1, k, 1).expand(channels, 1, k, 1), padding=(k // 2, 0), groups=channels)
+
+
+def highpass(image: torch.Tensor, mask: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """``image`` minus its Gaussian low-pass normalised over ``mask`` (B, 1, H, W): nothing outside
+    the mask (background, eyes, the map's off-island texels) bleeds in; 0 outside the mask."""
+    low = blur(image * mask, taps) / blur(mask, taps).clamp_min(1e-6)
+    return (image - low) * mask
+
+
+def normal_basis(normals: torch.Tensor, degree: int) -> torch.Tensor:
+    """(..., 3) unit normals -> (..., K) monomials x^i y^j z^k, i + j + k <= ``degree``."""
+    x, y, z = normals.unbind(-1)
+    terms = [x**i * y**j * z**k for i in range(degree + 1) for j in range(degree + 1 - i)
+             for k in range(degree + 1 - i - j)]
+    return torch.stack(terms, -1)
+
+
+def log_luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) in [0, 1] -> (1, 1, H, W) log luminance."""
+    lum = rgb @ rgb.new_tensor(LUMINANCE)
+    return torch.log(lum.clamp_min(LOG_FLOOR))[None, None]
+
+
 # --------------------------------------------------------------------------------------------
 # The objective
 
@@ -385,12 +452,15 @@ class DetailObjective:
 
     def __init__(self, rec: Reconstruction, settings: DetailSettings, extractor: ClipFeatureExtractor | None,
                  device: torch.device):
-        if settings.clip_weight > 0 and extractor is None:
-            raise ValueError("A CLIP loss weight > 0 needs a ClipFeatureExtractor.")
+        if settings.guidance not in GUIDANCE_MODES:
+            raise ValueError(f"Unknown detail guidance {settings.guidance!r}: use one of {GUIDANCE_MODES}.")
+        if settings.uses_clip and extractor is None:
+            raise ValueError("CLIP guidance needs a ClipFeatureExtractor.")
+        extractor = extractor if settings.uses_clip else None
         self.settings, self.device, self.extractor = settings, device, extractor
         self.mesh = dense_face_mesh(rec.model, settings.subdivision, settings.falloff_width)
         self.scene = DetailScene(rec, self.mesh, settings.render_resolution, device)
-        self._init_uv_maps(rec.model)
+        self._init_uv_maps(rec)
         self._init_data(rec)
         self._clip_value: torch.Tensor | None = None
         self._clip_grad: torch.Tensor | None = None
@@ -399,10 +469,11 @@ class DetailObjective:
             with torch.no_grad():
                 self.clip_target = [f.detach() for f in extractor.features(self.photo, self.clip_mask)]
 
-    def _init_uv_maps(self, model: FaceModel) -> None:
-        """Face island, falloff map and the dense vertices' sampling grid on the (R, R) tile."""
+    def _init_uv_maps(self, rec: Reconstruction) -> None:
+        """Face island, falloff map, the dense vertices' sampling grid on the (R, R) tile, and the
+        blur kernels of the parameters and of the map's high-pass."""
         size = self.settings.resolution
-        face_id, tile_uv = face_tile(model, size)
+        face_id, tile_uv = face_tile(rec.model, size)
         island = face_id >= 0
         falloff = np.zeros((size, size), np.float32)
         falloff[island] = self.mesh.falloff(tile_uv[island])
@@ -412,10 +483,9 @@ class DetailObjective:
         grid = self.mesh.tile_uvs * 2 - 1
         grid[:, 1] *= -1  # v = 1 is the top row
         self.vertex_grid = torch.from_numpy(grid.astype(np.float32)).to(self.device).view(1, 1, -1, 2)
-        radius = int(np.ceil(3 * PARAMETER_BLUR_TEXELS))
-        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1.0) / PARAMETER_BLUR_TEXELS) ** 2)
-        taps = (taps / taps.sum()).to(self.device)
-        self._kernel_x, self._kernel_y = taps.view(1, 1, 1, -1), taps.view(1, 1, -1, 1)
+        self._param_taps = gaussian_taps(PARAMETER_BLUR_TEXELS, self.device)
+        texel_mm = 1e3 * float(np.median(uv_stretch(rec.vertices, rec.model))) / size
+        self._map_taps = gaussian_taps(self.settings.highpass_mm / texel_mm, self.device)
 
     def _init_data(self, rec: Reconstruction) -> None:
         """Photo crop, pixel masks (with ``holdout``: data and held-out halves) and the skin albedo."""
@@ -437,6 +507,54 @@ class DetailObjective:
         self.data_mask = torch.from_numpy(mask & ~held_out).to(self.device)
         self.eval_mask = torch.from_numpy(mask & held_out if self.settings.holdout else mask).to(self.device)
         self.photo = self.scene.photo.permute(2, 0, 1)[None]
+        self._init_shading_target(rec, coarse)
+
+    def _init_shading_target(self, rec: Reconstruction, coarse: DetailRender) -> None:
+        """The high-passed log-luminance of the photo (what the detail's shading must explain) and
+        the per-pixel weights of that comparison (data mask x achromatic-change weight)."""
+        scene = self.scene
+        depth_mm = 1e3 * float(scene.positions[:, 2].median())
+        sigma_px = self.settings.highpass_mm * scene.camera.focal / depth_mm
+        self._image_taps = gaussian_taps(sigma_px, self.device)
+        photo = scene.photo
+        if self.settings.use_albedo:
+            uv = interpolate_corners(coarse.fragments, scene.uv_corners)
+            albedo = sample_texture(torch.from_numpy(rec.albedo.astype(np.float32) / 255).to(self.device), uv)
+            photo = photo / albedo.clamp_min(0.02)
+        mask = self.data_mask[None, None].float()
+        log_rgb = torch.log(photo.clamp_min(LOG_FLOOR)).permute(2, 0, 1)[None]
+        chroma = highpass(torch.cat([log_rgb[:, :1] - log_rgb[:, 1:2], log_rgb[:, 2:] - log_rgb[:, 1:2]], 1),
+                          mask, self._image_taps)
+        weight = torch.exp(-(chroma.square().sum(1, keepdim=True) / CHROMA_TAU**2))
+        weight = -F.max_pool2d(-weight, 3, stride=1, padding=1)  # also a mark's blurred rim
+        self.shading_weight = mask * weight
+        # Marks are filled from the skin around them before the high-pass: left in, a dark freckle
+        # would ring the high-passed image with a bright halo that no weight covers.
+        log_photo = log_luminance(photo)
+        fill_taps = gaussian_taps(sigma_px / 3, self.device)
+        support = blur(self.shading_weight, fill_taps)
+        fill = blur(log_photo * self.shading_weight, fill_taps) / support.clamp_min(1e-6)
+        log_photo = torch.where(support > 1e-3,
+                                weight * log_photo + (1 - weight) * fill, log_photo)
+        self.shading_target = highpass(log_photo, mask, self._image_taps)
+        # The photo's log-luminance as a function of the coarse normal, on the weighted pixels.
+        pick = self.shading_weight[0, 0] > 0.5
+        basis = normal_basis(coarse.normals[pick].double(), SHADING_DEGREE)
+        gram = basis.T @ basis + SHADING_RIDGE * len(basis) * torch.eye(basis.shape[1], dtype=basis.dtype,
+                                                                         device=basis.device)
+        coeffs = torch.linalg.solve(gram, basis.T @ log_photo[0, 0][pick].double())
+        self._shading_coeffs = coeffs.float()
+        # Where the coarse face itself shades strongly in the detail band (nose, eye sockets, lips,
+        # chin), a small misfit of its shape or of the light is as strong as any fold: trust less.
+        coarse_band = highpass(self.log_shading(coarse.normals), mask, self._image_taps).abs()
+        structure = blur(coarse_band, self._image_taps) / blur(mask, self._image_taps).clamp_min(1e-6)
+        trust = torch.exp(-((structure / self.settings.structure_scale) ** 2))
+        self.shading_weight = self.shading_weight * trust
+
+    def log_shading(self, normals: torch.Tensor) -> torch.Tensor:
+        """(1, 1, H, W) log-luminance of the shading at (H, W, 3) normals (the photo-fitted
+        polynomial of the normal; albedo and light's level folded in)."""
+        return (normal_basis(normals, SHADING_DEGREE) @ self._shading_coeffs)[None, None]
 
     def _fit_light(self, coarse: DetailRender) -> None:
         mask = coarse.mask
@@ -454,9 +572,9 @@ class DetailObjective:
         The parameters are blurred first: Adam moves every texel by about the learning rate
         whatever its gradient's size, so texels with weak, noisy gradients (between the dense
         vertices, at the mask's border) would otherwise turn into texel-scale noise."""
-        blurred = F.conv2d(F.conv2d(params[None, None], self._kernel_x, padding="same"),
-                           self._kernel_y, padding="same")
-        return self.settings.max_displacement_mm * torch.tanh(blurred[0, 0])
+        blurred = blur(params[None, None], self._param_taps)
+        field = self.settings.max_displacement_mm * torch.tanh(blurred)
+        return highpass(field, self.island, self._map_taps)[0, 0]
 
     def vertex_displacement(self, field_mm: torch.Tensor) -> torch.Tensor:
         """(Vd,) mm at the dense vertices, falloff applied (exactly 0 on the boundary)."""
@@ -471,14 +589,19 @@ class DetailObjective:
         field_mm = self.field(params)
         render = self.scene.render(self.vertex_displacement(field_mm))
         image = render.image.permute(2, 0, 1)[None]
-        mask = (self.data_mask & render.mask)[None, None].float()
+        mask = self.data_mask[None, None].float()
+        shading = highpass(self.log_shading(render.normals), mask, self._image_taps)
         terms: dict[str, torch.Tensor] = {}
         if s.photometric_weight > 0:
-            terms["photometric"] = photometric_loss(image, self.photo, mask)
+            # Cauchy: a residual far beyond a fold's (cast shadows, misfit at the nose, a mark the
+            # chroma test missed) stops pulling instead of growing a lump to explain it.
+            residual = (shading - self.shading_target).square()
+            cauchy = torch.log1p(residual / s.shading_scale**2)
+            terms["photometric"] = masked_mean(cauchy, self.shading_weight)
         if s.frequency_weight > 0:
-            terms["frequency"] = frequency_wing_loss(image, self.photo, mask,
+            terms["frequency"] = frequency_wing_loss(shading, self.shading_target, self.shading_weight,
                                                      band_weights=FREQUENCY_BAND_WEIGHTS)
-        if s.clip_weight > 0:
+        if s.uses_clip:
             terms["clip"] = self._clip_term(image, refresh_clip)
         # The regularisers act on the field before the falloff: where the falloff is small the data
         # barely move it, and without a pull of its own Adam's normalised steps would let it wander.
@@ -666,9 +789,8 @@ def add_detail(rec: Reconstruction, settings, progress: Progress | None = None,
                      "added (use a larger or closer photo of the face).")
         return None
     device = select_device(settings.device)
-    if settings.clip_weight > 0:
+    if settings.uses_clip:
         extractor = extractor or clip_extractor(settings)
-        rec.metrics["clip_pretrained"] = float(extractor.pretrained)
         if not extractor.pretrained:
             notes.append(RANDOM_CLIP_WARNING)
     else:
@@ -678,4 +800,6 @@ def add_detail(rec: Reconstruction, settings, progress: Progress | None = None,
     notes.extend(result.warnings)
     rec.metrics.update(result.metrics)
     rec.detail = detail_maps(rec, objective, result, settings.strength)
+    rec.detail.guidance = settings.guidance if extractor is not None else "photometric"
+    rec.detail.clip_weights = extractor.weights_source if extractor is not None else None
     return rec.detail

@@ -414,6 +414,7 @@ def reconstruction_summary(rec: Reconstruction, files: dict[str, str]) -> dict:
         summary["photos"] = [_photo_dict(photo, rec.model) for photo in rec.photos]
         summary["dropped"] = [{"source": d.source, "reason": d.reason} for d in rec.dropped]
     if rec.detail is not None:
+        summary["detail"] = {"guidance": rec.detail.guidance, "clip_weights": rec.detail.clip_weights}
         summary["displacement"] = {
             "direction": "along the vertex normals, outwards positive; UV row 0 is v = 1",
             "exr_unit": "mm",

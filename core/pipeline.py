@@ -54,6 +54,7 @@ from .texture import TextureResult, TextureSettings, UVSurface, complete, unwrap
 from .texture_gcn import MeshGraph, TextureRefinementSettings, refine_texture
 
 PRESET_NAMES = ("fast", "balanced", "quality")
+DETAIL_GUIDANCE = ("auto", "clip", "photometric")  # Settings.detail_guidance
 # MediaPipe outer eye corners (subject's right, subject's left): they set the initial depth.
 EYE_CORNERS = (33, 263)
 # A photo is another person when its landmark error with the others' identity exceeds its own
@@ -84,6 +85,9 @@ class Settings:
     detail_iterations: int = 0
     detail_resolution: int = 256
     detail_strength: float = 1.0
+    # "auto": CLIP guidance when CLIP weights are found, else photometric (said once per Pipeline);
+    # "clip" fails when the weights are missing; "photometric" never loads CLIP.
+    detail_guidance: str = "auto"
     clip_model: str = "ViT-B-32"
     clip_pretrained: Optional[str] = "openai"
     # Memory and time budget (docs/GUARANTEES.md): photos are decoded to at most this many pixels,
@@ -104,7 +108,11 @@ def preset_settings(preset: str, **overrides) -> Settings:
                         texture_refinement=TextureRefinementSettings(iterations=60, resolution=256),
                         detail=True, detail_iterations=80, detail_resolution=256),
     }[preset]
-    return replace(Settings(preset=preset, **by_preset), **overrides)
+    settings = replace(Settings(preset=preset, **by_preset), **overrides)
+    if settings.detail_guidance not in DETAIL_GUIDANCE:
+        raise LikenessError(f"Unknown detail guidance {settings.detail_guidance!r}; choose one of "
+                            f"{', '.join(DETAIL_GUIDANCE)}.")
+    return settings
 
 
 @contextmanager
@@ -137,6 +145,8 @@ class Pipeline:
         self._clip: tuple[tuple, object] | None = None
         self._identity_net: FaceRecognitionNet | None = None
         self._graph: MeshGraph | None = None
+        self._clip_missing: str | None = None  # why "auto" guidance fell back to photometric
+        self._clip_noted = False  # ... and whether a result said so already
 
     @property
     def detector(self):
@@ -190,6 +200,28 @@ class Pipeline:
         if self._clip is None or self._clip[0] != key:
             self._clip = (key, clip_extractor(settings))
         return self._clip[1]
+
+    def detail_guidance(self, settings: Settings, detail: DetailSettings):
+        """The CLIP encoder for clip guidance, or None for photometric. ``auto`` without CLIP weights
+        runs photometric (``guidance_notes`` says why, once); ``clip`` raises."""
+        if settings.detail_guidance == "photometric" or detail.clip_weight <= 0:
+            return None
+        try:
+            return self.clip_extractor(detail)
+        except (AssetError, DependencyError) as exc:
+            if settings.detail_guidance == "clip":
+                raise
+            if self._clip_missing is None:
+                self._clip_missing = f"Detail runs in photometric mode (no CLIP guidance): {exc}"
+                self._clip_noted = False
+            return None
+
+    def guidance_notes(self) -> list[str]:
+        """Why ``auto`` guidance fell back to photometric: on the first result after it did only."""
+        if self._clip_missing is None or self._clip_noted:
+            return []
+        self._clip_noted = True
+        return [self._clip_missing]
 
     def uv_surface(self, size: int) -> UVSurface:
         """Texel -> triangle map of the skin atlas: depends on the model and size only."""
@@ -247,11 +279,11 @@ class Pipeline:
         select_device(settings.device)
         _ = self.detector, self.mesh  # built now: a missing model or package fails before any photo
         detail = DetailSettings.from_pipeline(settings) if settings.detail else None
-        if detail is None or detail.clip_weight <= 0:
+        if detail is None or settings.detail_guidance == "photometric":
             return None
         if progress is not None:
             progress.stage("load CLIP")
-        return self.clip_extractor(detail)
+        return self.detail_guidance(settings, detail)
 
     def run(self, images, settings: Settings, progress: Progress | None = None) -> Reconstruction:
         """One head from one photo or a list of photos of the same person (paths or arrays).
@@ -317,8 +349,10 @@ class Pipeline:
         rec = self._result(fits, dropped, texture, timings)
         rec.warnings.extend(warnings)
         if detail is not None:
+            guidance = "clip" if extractor is not None else "photometric"
+            rec.warnings.extend(self.guidance_notes())
             with _timed(timings, "detail"):
-                add_detail(rec, detail, progress, rec.warnings, extractor)
+                add_detail(rec, replace(detail, guidance=guidance), progress, rec.warnings, extractor)
             progress.check()  # a cancel during the last detail steps and the bake
         timings["total"] = sum(timings.values())
         return rec

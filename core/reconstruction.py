@@ -24,6 +24,8 @@ class DetailMaps:
     detail_vertices: Optional[np.ndarray] = None  # (Vd, 3) densified detailed face mesh, metres
     detail_faces: Optional[np.ndarray] = None  # (Fd, 3) int32
     detail_uvs: Optional[np.ndarray] = None  # (Vd, 2) float32
+    guidance: str = "photometric"  # the mode that ran: "clip" or "photometric" (core.detail.GUIDANCE_MODES)
+    clip_weights: Optional[str] = None  # where the CLIP weights came from (tag, checkpoint path, random)
 
 
 @dataclass

@@ -51,6 +51,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--face-index", type=face_index, default=None, help="which face (0 = largest)")
     parser.add_argument("--no-camera", action="store_true", help="do not add the photo's camera")
+    parser.add_argument("--detail", choices=("auto", "clip", "photometric"), default="auto",
+                        help="detail guidance of the quality preset (auto: clip when CLIP weights exist)")
     return parser.parse_args(argv)
 
 
@@ -119,11 +121,13 @@ def run(args: argparse.Namespace) -> int:
     if not jobs:
         print("error: no image files found in the given inputs", file=sys.stderr)
         return EXIT_USAGE
-    options = ReconstructOptions(preset=args.preset, device=args.device, face_index=args.face_index)
+    options = ReconstructOptions(preset=args.preset, device=args.device, face_index=args.face_index,
+                                 detail_guidance=args.detail)
 
     def setup():
         pipeline = make_pipeline(options)  # the model, detector and weights load once for all photos
-        pipeline.prepare(preset_settings(options.preset, device=options.device))
+        pipeline.prepare(preset_settings(options.preset, device=options.device,
+                                         detail_guidance=options.detail_guidance))
 
         def work(name: str, item, folder: Path, label: str) -> PhotoDone:
             rec = run_reconstruction(item, options, Progress(callback=stage_printer(label)), pipeline)

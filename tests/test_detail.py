@@ -40,7 +40,7 @@ def rec(face_model):
 
 def fast_settings(**overrides) -> D.DetailSettings:
     base = D.DetailSettings(iterations=6, resolution=96, render_resolution=128, clip=TINY_CLIP, clip_every=1,
-                            learning_rate=0.05, device="cpu")
+                            learning_rate=0.01, device="cpu")
     return replace(base, **overrides)
 
 
@@ -120,7 +120,8 @@ def test_short_optimisation_on_a_real_photo(rec):
     maps = D.add_detail(rec, settings, Progress(lambda name, done, total: log.append((name, done, total))))
     assert maps is rec.detail and maps is not None
 
-    assert D.RANDOM_CLIP_WARNING in rec.warnings and rec.metrics["clip_pretrained"] == 0
+    assert D.RANDOM_CLIP_WARNING in rec.warnings
+    assert maps.guidance == "clip" and "random" in maps.clip_weights  # the source, never assumed
     assert rec.metrics["detail_total_after"] < rec.metrics["detail_total_before"]
     assert rec.metrics["detail_photometric_after"] < rec.metrics["detail_photometric_before"]
     assert log[0] == ("detail", 0, 6) and log[-1] == ("detail", 6, 6)
@@ -209,6 +210,18 @@ def test_missing_clip_weights_raise_asset_error(rec, tmp_path, monkeypatch):
     assert target.detail is None
 
 
+def test_photometric_guidance_runs_without_clip_weights(rec, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LIKENESS_CLIP_CHECKPOINT", raising=False)
+    target = copy.copy(rec)
+    target.warnings, target.metrics, target.detail = [], {}, None
+    settings = fast_settings(guidance="photometric",
+                             clip=ClipSettings("ViT-B-32", "openai", cache_dir=str(tmp_path)))
+    maps = D.add_detail(target, settings)
+    assert maps.guidance == "photometric" and maps.clip_weights is None
+    assert "detail_clip_after" not in target.metrics and np.isfinite(maps.displacement_mm).all()
+
+
 def test_cancel_stops_the_optimisation(objective):
     progress = Progress(lambda name, done, total: progress.cancel() if done >= 2 else None)
     with pytest.raises(Cancelled):
@@ -223,6 +236,9 @@ def test_pipeline_settings_map_onto_detail_settings():
     assert settings.strength == 0.5 and settings.device == "cpu"
     assert settings.clip.model_name == quality.clip_model
     assert settings.clip.pretrained == quality.clip_pretrained
+    assert settings.guidance == "clip"  # "auto" is decided by the Pipeline, see test_pipeline
+    photometric = replace(quality, detail_guidance="photometric")
+    assert D.DetailSettings.from_pipeline(photometric).guidance == "photometric"
 
 
 # --------------------------------------------------------------------------------------------

@@ -140,3 +140,24 @@ def test_unknown_preset_is_a_clear_error():
 
     with pytest.raises(LikenessError, match="fast, balanced, quality"):
         preset_settings("ultra")
+
+
+def test_detail_guidance_auto_falls_back_to_photometric_once(pipeline, tmp_path, monkeypatch):
+    """Without CLIP weights, "auto" runs photometric and says so on the first photo only; "clip"
+    stops with the weights' message; an unknown mode is a clear error."""
+    from core.errors import AssetError, LikenessError
+    from core.pipeline import Pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LIKENESS_CLIP_CHECKPOINT", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: no weights anywhere
+    fresh = Pipeline(model=pipeline.model)
+    settings = preset_settings("quality", device="cpu")
+    assert fresh.prepare(settings) is None and fresh.prepare(settings) is None  # a batch goes on
+    notes = fresh.guidance_notes() + fresh.guidance_notes()
+    assert len(notes) == 1 and "photometric mode" in notes[0]
+    with pytest.raises(AssetError):
+        fresh.prepare(preset_settings("quality", device="cpu", detail_guidance="clip"))
+    assert fresh.prepare(preset_settings("quality", device="cpu", detail_guidance="photometric")) is None
+    with pytest.raises(LikenessError, match="auto, clip, photometric"):
+        preset_settings("quality", detail_guidance="clever")

@@ -1,0 +1,267 @@
+"""Detail against the truth: the synthetic set of scripts/make_synthetic_faces.py through the pipeline.
+
+    python scripts/make_synthetic_faces.py --output out/synthetic          # once (Cycles, ~1 min a head)
+    python benchmarks/synthetic_detail.py --set out/synthetic [--runs photometric clip oracle_geometry
+        oracle_albedo] [--images 3] [--out docs]
+
+Per head the pipeline fits the photo (preset ``quality`` without detail), then the detail stage
+runs in each configuration of ``--runs``:
+- ``photometric`` / ``clip``: the guidance modes as the pipeline runs them (clip with the weights
+  of ``--clip-pretrained`` or ``LIKENESS_CLIP_CHECKPOINT``; random weights when there are none,
+  which the table says);
+- ``oracle_geometry``: detail on the true identity, expression, pose and camera, with the light
+  least-squares fitted to the photo through the true albedo (what a perfect coarse fit hands it);
+- ``oracle_albedo``: the same and the true albedo instead of the fitted one.
+
+Measures on the face UV tile (texels the fitted camera sees, >= 1 cm inside the face region):
+``mid`` is the map band-passed between 0.6 mm and 6 mm (Gaussian sigmas: the low band is what the
+coarse fit explains, or fails to); RMSE of recovered minus true mid band (mm); correlation of the
+mid bands; false detail: mean squared recovered mid band where the truth is flat, and at the
+albedo-only marks (freckles, moles, blotches, stubble, make-up), over the mean squared true mid
+band on the folds; normal error: mean angle between the recovered and the true tangent-space
+normal maps. ``coarse`` is the fit without detail (a zero map).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core import detail as D  # noqa: E402
+from core.clip_features import ClipSettings  # noqa: E402
+from core.params import Camera, FaceParams  # noqa: E402
+from core.pipeline import Pipeline, preset_settings  # noqa: E402
+from core.rendering import vertex_normals  # noqa: E402
+from core.texture import build_texture, fit_sh, uv_surface  # noqa: E402
+
+MM_PER_UV = 240.0  # as scripts/make_synthetic_faces.py
+BAND_MM = (0.6, 6.0)
+RUNS = ("photometric", "clip", "oracle_geometry", "oracle_albedo")
+
+
+@dataclass
+class Truth:
+    name: str
+    photo: Path
+    displacement_mm: np.ndarray  # (N, N) face tile
+    normal_map: np.ndarray  # (N, N, 3) uint8
+    folds: np.ndarray  # (N, N) bool
+    marks: np.ndarray
+    island: np.ndarray
+    albedo: np.ndarray  # (S, 2S, 3) uint8
+    params: FaceParams
+
+
+def load_truth(folder: Path) -> Truth:
+    t = np.load(folder / "truth.npz")
+    focal, cx, cy, w, h = t["camera"]
+    params = FaceParams(t["identity"], t["expression"], t["rotation"], t["translation"],
+                        Camera(float(focal), float(cx), float(cy), int(w), int(h)))
+    return Truth(folder.name, folder / "photo.png", t["displacement_mm"], t["normal_map"], t["folds"],
+                 t["marks"], t["island"], t["albedo"], params)
+
+
+# --------------------------------------------------------------------------------------------
+# Measures
+
+
+def band(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mid band of a face-tile map: normalised Gaussian blurs over ``mask`` (no edge leakage)."""
+    texel_mm = MM_PER_UV / values.shape[0]
+    m = mask.astype(np.float64)
+
+    def blur(sigma_mm):
+        s = sigma_mm / texel_mm
+        return (cv2.GaussianBlur(values * m, (0, 0), s) / np.maximum(cv2.GaussianBlur(m, (0, 0), s), 1e-6))
+
+    return (blur(BAND_MM[0]) - blur(BAND_MM[1])) * m
+
+
+def angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    na = a.astype(np.float64) / 127.5 - 1
+    nb = b.astype(np.float64) / 127.5 - 1
+    na /= np.linalg.norm(na, axis=-1, keepdims=True)
+    nb /= np.linalg.norm(nb, axis=-1, keepdims=True)
+    return np.degrees(np.arccos(np.clip((na * nb).sum(-1), -1, 1)))
+
+
+def measure(recovered_mm: np.ndarray, truth: Truth, region: np.ndarray,
+            metres: np.ndarray) -> dict[str, float]:
+    """The module docstring's measures of a recovered face-tile map (N, N) in mm."""
+    rec_mid, true_mid = band(recovered_mm, truth.island), band(truth.displacement_mm, truth.island)
+    fold_energy = float(np.mean(true_mid[region & truth.folds] ** 2))
+    near_fold = cv2.dilate(truth.folds.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    flat = region & ~near_fold & ~truth.marks & (np.abs(true_mid) < 0.02)
+    marks = region & truth.marks
+    r, t = rec_mid[region], true_mid[region]
+    corr = float(np.corrcoef(r, t)[0, 1]) if r.std() > 1e-9 else 0.0
+    normals = D.bake_normal_map(recovered_mm, metres)
+    return {
+        "rmse_mm": float(np.sqrt(np.mean((r - t) ** 2))),
+        "corr": corr,
+        "false_flat": float(np.mean(rec_mid[flat] ** 2)) / fold_energy,
+        "false_marks": float(np.mean(rec_mid[marks] ** 2)) / fold_energy,
+        "normal_deg": float(np.mean(angles_deg(normals, truth.normal_map)[region])),
+        "rms_mm": float(np.sqrt(np.mean(recovered_mm[region] ** 2))),
+    }
+
+
+def face_region(rec, truth: Truth) -> np.ndarray:
+    """Face-tile texels seen by the fitted camera, >= 1 cm inside the face region."""
+    n = truth.island.shape[0]
+    size = rec.albedo.shape[0]
+    seen = cv2.resize(rec.albedo_visibility[:, :size], (n, n), interpolation=cv2.INTER_AREA) > 0.5
+    inner = cv2.erode(truth.island.astype(np.uint8), np.ones((3, 3), np.uint8),
+                      iterations=int(round(10 / (MM_PER_UV / n)))) > 0
+    return seen & inner
+
+
+def texel_metres(rec, n: int) -> np.ndarray:
+    face_id, _ = D.face_tile(rec.model, n)
+    island = face_id >= 0
+    stretch = D.uv_stretch(rec.vertices, rec.model) / n
+    metres = np.broadcast_to(np.median(stretch, axis=0), (n, n, 2)).copy()
+    metres[island] = stretch[face_id[island]]
+    return metres
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+
+
+def oracle_rec(fitted, truth: Truth, true_albedo: bool):
+    """``fitted`` with the true geometry, pose and camera, light fitted through the true albedo
+    (and with ``true_albedo`` that albedo instead of the photo's de-lit one)."""
+    model, params = fitted.model, truth.params.copy()
+    size = fitted.albedo.shape[0]
+    tex = build_texture(model, fitted.image, params, size)  # sh = 0: observed colours and visibility
+    verts = model.vertices(params.identity, params.expression).astype(np.float64)
+    surface = uv_surface(model, size)
+    normals = vertex_normals(torch.from_numpy(params.to_camera(verts)),
+                             torch.from_numpy(surface.faces)).numpy()
+    normals = surface.interpolate(normals)
+    albedo = cv2.resize(truth.albedo, (2 * size, size), interpolation=cv2.INTER_AREA).astype(np.float64) / 255
+    seen = tex.visibility > 0.5
+    n = normals[seen] / np.linalg.norm(normals[seen], axis=1, keepdims=True)
+    params.sh = fit_sh(tex.observed[seen] / np.maximum(albedo[seen], 0.05), n, tex.visibility[seen])
+    texture = build_texture(model, fitted.image, params, size)
+    rec = replace(fitted, params=params, coarse_params=params, vertices=verts.astype(np.float32),
+                  identity_vertices=model.vertices(params.identity),
+                  albedo=(albedo * 255 + 0.5).astype(np.uint8) if true_albedo else texture.albedo,
+                  albedo_visibility=texture.visibility,
+                  landmarks68_2d=params.project(verts[model.landmarks68]), metrics={}, warnings=[],
+                  detail=None)
+    return rec
+
+
+def run_detail(rec, mode: str, base: D.DetailSettings, extractor) -> tuple[np.ndarray, float]:
+    """Face-tile displacement (S, S) mm as the pipeline makes it, and the seconds it took."""
+    rec = replace(rec, metrics={}, warnings=[], detail=None, timings={})
+    settings = replace(base, guidance="clip" if mode == "clip" else "photometric",
+                       use_albedo=mode == "oracle_albedo")
+    start = time.perf_counter()
+    D.add_detail(rec, settings, extractor=extractor if mode == "clip" else None)
+    seconds = time.perf_counter() - start
+    size = rec.albedo.shape[0]
+    return rec.detail.displacement_mm[:, :size], seconds
+
+
+def head_image(truth: Truth, recovered: np.ndarray, metres: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """true displacement | recovered | true normal map | recovered normal map (face tile)."""
+    n = truth.displacement_mm.shape[0]
+
+    def grey(mm):
+        return np.repeat(np.clip(128 + 255 * mm / 2.0, 0, 255).astype(np.uint8)[..., None], 3, -1)
+
+    shade_mask = region[..., None]
+    panels = [grey(truth.displacement_mm), grey(recovered), truth.normal_map,
+              D.bake_normal_map(recovered, metres)]
+    panels = [np.where(shade_mask, p, p // 3) for p in panels]
+    row = np.concatenate(panels, axis=1)
+    return cv2.resize(row, (4 * n // 2, n // 2), interpolation=cv2.INTER_AREA)
+
+
+def main() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", type=Path, default=repo / "out" / "synthetic")
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--clip-pretrained", default=None, help="open_clip tag or checkpoint; default random")
+    parser.add_argument("--images", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="folder for synthetic_<head>.png")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    base = D.DetailSettings.from_pipeline(preset_settings("quality", device="cpu"))
+    base = replace(base, clip=ClipSettings(pretrained=args.clip_pretrained))
+    extractor = D.clip_extractor(base) if "clip" in args.runs else None
+    pipeline = Pipeline()
+    rows = []
+    folders = sorted(p.parent for p in args.set.glob("*/truth.npz"))
+    for i, folder in enumerate(folders):
+        if args.only and folder.name not in args.only:
+            continue
+        truth = load_truth(folder)
+        start = time.perf_counter()
+        fitted = pipeline.run(truth.photo, preset_settings("quality", detail=False, device="cpu"))
+        fit_seconds = time.perf_counter() - start
+        n = truth.displacement_mm.shape[0]
+        region = face_region(fitted, truth)
+        metres = texel_metres(fitted, n)
+        rows.append({"head": truth.name, "run": "coarse", **measure(np.zeros((n, n)), truth, region, metres),
+                     "seconds": fit_seconds})
+        print(f"{truth.name}: fit {fit_seconds:.1f} s; coarse {rows[-1]}", flush=True)
+        for run in args.runs:
+            oracle = run.startswith("oracle")
+            rec = oracle_rec(fitted, truth, run == "oracle_albedo") if oracle else fitted
+            disp, seconds = run_detail(rec, run, base, extractor)
+            disp = cv2.resize(disp, (n, n), interpolation=cv2.INTER_AREA)
+            rows.append({"head": truth.name, "run": run, **measure(disp, truth, region, metres),
+                         "seconds": seconds})
+            print(f"  {run:16s} " + " ".join(f"{k} {v:.3f}" for k, v in rows[-1].items()
+                                                if isinstance(v, float)), flush=True)
+            if run == "photometric" and args.out is not None and i < args.images:
+                args.out.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(args.out / f"synthetic_{truth.name}.png"),
+                            head_image(truth, disp, metres, region)[..., ::-1])
+    print()
+    print(markdown(rows, extractor))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def markdown(rows: list[dict], extractor) -> str:
+    keys = ("rmse_mm", "corr", "false_flat", "false_marks", "normal_deg", "rms_mm", "seconds")
+    clip = "none" if extractor is None else extractor.weights_source
+    heads = len({r["head"] for r in rows})
+    lines = [f"{heads} synthetic heads, {os.cpu_count()} CPU cores; CLIP weights: {clip}",
+             "", "| run | mid-band RMSE mm | mid-band corr | false detail flat | false detail marks | "
+             "normal error deg | rms mm | s |", "|---|---|---|---|---|---|---|---|"]
+    for run in dict.fromkeys(r["run"] for r in rows):
+        sel = [r for r in rows if r["run"] == run]
+        lines.append(f"| {run} | " + " | ".join(f"{np.mean([r[k] for r in sel]):.3f}" for k in keys) + " |")
+    lines += ["", "| head | " + " | ".join(dict.fromkeys(r["run"] for r in rows)) + " |",
+              "|---" * (1 + len({r["run"] for r in rows})) + "|"]
+    for head in dict.fromkeys(r["head"] for r in rows):
+        cells = [f"{r['corr']:.2f} / {r['false_marks']:.2f} / {r['normal_deg']:.2f}"
+                 for r in rows if r["head"] == head]
+        lines.append(f"| {head} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Per head: mid-band corr / false detail at marks / normal error (deg).")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
