@@ -210,9 +210,8 @@ def main() -> None:
     pipeline = Pipeline()
     rows = []
     folders = sorted(p.parent for p in args.set.glob("*/truth.npz"))
+    folders = [f for f in folders if not args.only or f.name in args.only]
     for i, folder in enumerate(folders):
-        if args.only and folder.name not in args.only:
-            continue
         truth = load_truth(folder)
         start = time.perf_counter()
         fitted = pipeline.run(truth.photo, preset_settings("quality", detail=False, device="cpu"))

@@ -7,6 +7,7 @@ for a batch of photos instead of a hidden module-level cache.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from .clip_features import ENV_CHECKPOINT
 from .correspondence import Correspondence, load_correspondence
 from .detail import DetailSettings, add_detail, clip_extractor
 from .detection import (
@@ -209,8 +211,8 @@ class Pipeline:
         try:
             return self.clip_extractor(detail)
         except (AssetError, DependencyError) as exc:
-            if settings.detail_guidance == "clip":
-                raise
+            if settings.detail_guidance == "clip" or _explicit_checkpoint(detail):
+                raise  # asked for, or a file the user named is damaged: not a silent fall-back
             if self._clip_missing is None:
                 self._clip_missing = f"Detail runs in photometric mode (no CLIP guidance): {exc}"
                 self._clip_noted = False
@@ -600,6 +602,12 @@ def _descriptor_limit(photo: _Photo) -> float:
 def _label(item, index: int) -> str:
     """How a photo is named in messages: its file name, or its position for arrays."""
     return Path(item).name if isinstance(item, (str, Path)) else f"photo {index + 1}"
+
+
+def _explicit_checkpoint(detail: DetailSettings) -> bool:
+    """Whether the user named a CLIP weights file (env var or a path as ``clip_pretrained``)."""
+    named = detail.clip.pretrained
+    return bool(os.environ.get(ENV_CHECKPOINT)) or (named is not None and Path(named).expanduser().is_file())
 
 
 def reconstruct(

@@ -1,0 +1,56 @@
+"""The synthetic detail set (scripts/make_synthetic_faces.py): one small head rendered by Cycles,
+its ground truth, and the benchmark's measures on it (benchmarks/synthetic_detail.py)."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import REPO
+from PIL import Image
+
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+pytest.importorskip("bpy")
+
+import make_synthetic_faces as M  # noqa: E402
+import synthetic_detail as S  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def case(face_model, tmp_path_factory):
+    return M.make_case(M.CASES[1], face_model, tmp_path_factory.mktemp("synthetic"), size=128, samples=4)
+
+
+def test_a_rendered_head_with_its_truth(case):
+    photo = np.asarray(Image.open(case / "photo.png").convert("RGB"))
+    assert photo.shape == (128, 128, 3)
+    centre, corner = photo[48:80, 48:80].mean(), photo[:8, :8].mean()
+    assert abs(centre - corner) > 10  # a head in front of the background
+    truth = S.load_truth(case)
+    disp = truth.displacement_mm
+    assert disp.shape == truth.island.shape == (M.TRUTH_SIZE, M.TRUTH_SIZE)
+    assert -1.6 < disp.min() < -0.3 and 0.1 < disp.max() < 1.6  # grooves and bulges, 0.1-1.5 mm
+    assert np.all(disp[~truth.island] == 0)
+    assert truth.folds.sum() > 1000 and truth.marks.sum() > 200 and not (truth.folds & truth.marks).any()
+    assert truth.albedo.shape == (M.ALBEDO_SIZE, 2 * M.ALBEDO_SIZE, 3)
+    assert truth.params.camera.width == 128 and truth.params.camera.focal > 0
+
+
+def test_measures_score_the_truth_perfectly_and_zero_as_nothing(case, face_model):
+    truth = S.load_truth(case)
+    n = truth.displacement_mm.shape[0]
+    rec = SimpleNamespace(model=face_model, vertices=face_model.vertices(truth.params.identity,
+                                                                        truth.params.expression))
+    metres = S.texel_metres(rec, n)
+    region = truth.island
+    perfect = S.measure(truth.displacement_mm, truth, region, metres)
+    assert perfect["rmse_mm"] < 1e-9 and perfect["corr"] > 0.999 and perfect["normal_deg"] < 0.5
+    assert perfect["false_marks"] < 0.1  # the marks lie away from the folds
+    zero = S.measure(np.zeros((n, n)), truth, region, metres)
+    assert zero["corr"] == 0 and zero["false_flat"] == 0 and zero["rmse_mm"] > 0.03
+    bumps = S.measure(np.where(truth.marks, 1.0, 0.0), truth, region, metres)  # marks turned into bumps
+    assert bumps["false_marks"] > 1.0
