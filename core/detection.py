@@ -495,8 +495,8 @@ def detection_notes(turns: int, faces: list[FaceDetection], chosen: FaceDetectio
     """What the user should know about the detection: a turned photo, other faces, a tiny face."""
     notes = []
     if turns:
-        notes.append(f"the face was not upright: the photo was turned by {90 * turns} degrees "
-                     "counter-clockwise before fitting (the result refers to the turned photo)")
+        notes.append(f"the face was not upright: it was fitted on the photo turned by {90 * turns} degrees "
+                     "counter-clockwise, and the result mapped back onto the photo as it is")
     if len(faces) > 1 and face_index is None:
         x0, y0, x1, y1 = (int(round(v)) for v in chosen.box)
         notes.append(f"{len(faces)} faces were found; the most plausible one (upright, confident) was used, "

@@ -85,3 +85,33 @@ class FaceParams:
             camera=replace(self.camera),
             sh=self.sh.copy(),
         )
+
+
+# One counter-clockwise quarter turn of the image (np.rot90) undone, in camera axes: X = -Y', Y = X'.
+_QUARTER = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def unturn_params(params: FaceParams, turns: int) -> FaceParams:
+    """``params`` fitted on ``np.rot90(image, turns)``, expressed for ``image`` itself: turning an
+    image by quarter turns is a rotation of the camera about its optical axis."""
+    import cv2
+
+    out = params.copy()
+    for _ in range(turns % 4):
+        cam = out.camera
+        out.rotation = cv2.Rodrigues(_QUARTER @ rotation_matrix(out.rotation))[0].ravel()
+        out.translation = _QUARTER @ np.asarray(out.translation, float)
+        # pixel (x', y') of the turned image is (height' - y', x') in the image itself
+        out.camera = Camera(cam.focal, cam.height - cam.cy, cam.cx, cam.height, cam.width)
+    return out
+
+
+def unturn_points(points: np.ndarray, turns: int, turned_size: tuple[int, int]) -> np.ndarray:
+    """(N, 2) pixels of ``np.rot90(image, turns)``, whose size is ``turned_size`` (width, height),
+    in the pixels of ``image`` itself (continuous coordinates, docs/ARCHITECTURE.md)."""
+    width, height = turned_size
+    out = np.asarray(points, float)
+    for _ in range(turns % 4):
+        out = np.stack([height - out[:, 1], out[:, 0]], axis=1)
+        width, height = height, width
+    return out

@@ -36,7 +36,7 @@ from .face_model import FaceModel, load_face_model
 from .fusion import fuse, neutrality, sharpness
 from .identity import FaceRecognitionNet, embed_photo, load_identity_net
 from .image_io import load_image
-from .params import Camera, FaceParams
+from .params import Camera, FaceParams, unturn_params, unturn_points
 from .profile import LAYOUTS, fit_keypoints, keypoint_surface_points, profile_proposal
 from .progress import Progress
 from .reconstruction import DroppedPhoto, PhotoFit, Reconstruction
@@ -397,7 +397,7 @@ class Pipeline:
             notes.append("Only the eyes, nose, mouth and ears were found (a strong profile?): the head "
                          "is a coarse fit to those points, without photometric refinement.")
         return _Photo(rgb, path, _label(loaded.path or item, index), detection, target, alone, own,
-                      notes)
+                      notes, turns=turns)
 
     def _joint_landmarks(self, photos: list[_Photo], settings: RegressionSettings,
                          identity: np.ndarray | None = None) -> list[FaceParams]:
@@ -572,19 +572,23 @@ class _Photo:
     warnings: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
     skin: Optional[SkinTrust] = None  # which pixels may colour skin, once the texture stage ran
+    turns: int = 0  # rgb is the photo turned by np.rot90(photo, turns) to make the face upright
 
     def fit(self, model: FaceModel, coarse: FaceParams, refined: RefinementResult) -> PhotoFit:
-        params = refined.params
+        """The photo's result, in the pixels of the photo as given (a turned photo is turned back)."""
+        turns, size = self.turns, (self.rgb.shape[1], self.rgb.shape[0])
+        params, coarse = unturn_params(refined.params, turns), unturn_params(coarse, turns)
         vertices = model.vertices(params.identity, params.expression)
+        corners = unturn_points(self.detection.box.reshape(2, 2), turns, size)
         return PhotoFit(
-            image=self.rgb,
+            image=np.ascontiguousarray(np.rot90(self.rgb, -turns)),
             params=params,
             coarse_params=coarse,
             vertices=vertices,
             landmarks68_2d=params.project(vertices[model.landmarks68]),
-            face_box=self.detection.box.copy(),
-            detected_landmarks=self.detection.landmarks.copy(),
-            skin_trust=None if self.skin is None else self.skin.trust,
+            face_box=np.concatenate([corners.min(0), corners.max(0)]),
+            detected_landmarks=unturn_points(self.detection.landmarks, turns, size),
+            skin_trust=None if self.skin is None else np.ascontiguousarray(np.rot90(self.skin.trust, -turns)),
             source=self.path,
             metrics=refined.metrics | self.metrics,
             timings=self.timings,

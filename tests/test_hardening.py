@@ -194,18 +194,30 @@ def test_6_face_model_problems_are_messages_not_tracebacks(tmp_path, problem):
 
 
 @pytest.mark.parametrize("turns", [1, 2, 3])
-def test_8_a_photo_on_its_side_or_upside_down_is_turned_upright(pipeline, fast_reconstruction, turns):
-    """Without EXIF orientation, the photo is turned so the face is upright before fitting (and
-    says so), instead of an upright head being fitted over a sideways or upside-down face."""
+def test_8_a_photo_on_its_side_or_upside_down_is_fitted_upright_and_mapped_back(pipeline,
+                                                                                fast_reconstruction, turns):
+    """Without EXIF orientation, the face is fitted on the photo turned upright (and the warning says
+    so), and the result is mapped back onto the photo as given: not an upright head fitted over a
+    sideways or upside-down face."""
+    from core.params import unturn_points
     from core.pipeline import preset_settings
 
     upright = fast_reconstruction  # 000002.jpg, fitted as it is
-    turned = np.ascontiguousarray(np.rot90(upright.image, -turns))  # clockwise: the photo is wrong
-    rec = pipeline.run(turned, preset_settings("fast"))
-    np.testing.assert_array_equal(rec.image, upright.image)  # turned back exactly
+    height, width = upright.image.shape[:2]
+    photo = np.ascontiguousarray(np.rot90(upright.image, -turns))  # turned clockwise: the photo is wrong
+    rec = pipeline.run(photo, preset_settings("fast"))
+    np.testing.assert_array_equal(rec.image, photo)  # the result belongs to the photo as given
     assert any("not upright" in w and f"{90 * turns} degrees" in w for w in rec.warnings)
-    error = np.linalg.norm(rec.landmarks68_2d - upright.landmarks68_2d, axis=1)
+    expected = unturn_points(upright.landmarks68_2d, turns, (width, height))  # upright fit, mapped
+    error = np.linalg.norm(rec.landmarks68_2d - expected, axis=1)
     assert np.median(error) < 3, np.median(error)
+    # the head pose is the upright one rolled by the turn about the optical axis
+    quarter = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    expected_pose = np.linalg.matrix_power(quarter, turns) @ upright.params.rotation_matrix()
+    np.testing.assert_allclose(rec.params.rotation_matrix(), expected_pose, atol=0.1)
+    x0, y0, x1, y1 = rec.face_box
+    assert 0 <= x0 < x1 <= photo.shape[1] and 0 <= y0 < y1 <= photo.shape[0]
+    assert rec.skin_trust is None or rec.skin_trust.shape == photo.shape[:2]
 
 
 def _press_photo() -> np.ndarray:
