@@ -492,6 +492,18 @@ def test_16_an_unwritable_cache_is_reported_once(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("warning: ") and "LIKENESS_CACHE_DIR" in lines[0]
 
 
+def test_16_a_full_cache_disk_is_a_warning_not_noise(tmp_path):
+    """A file-size limit stands in for a full disk: the ~50 MB model cache cannot be written."""
+    script = ("import resource, signal, sys, warnings; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (5_000_000, 5_000_000)); "
+              "from core.face_model import load_face_model; "
+              "warnings.simplefilter('always'); load_face_model(sys.argv[1], cache_dir=sys.argv[2])")
+    result = subprocess.run([sys.executable, "-c", script, str(ICT_ZIP), str(tmp_path / "cache")], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cannot be cached" in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+
+
 def test_unexpected_errors_are_one_line_with_the_traceback_in_a_log(tmp_path):
     from core.batch import PhotoDone, run_photos
 
