@@ -1,6 +1,6 @@
 """Clay renders of real photos under a grazing light: photo | coarse fit | with detail.
 
-    python benchmarks/detail_showcase.py [--photos vd092.png ...] [--out docs/detail_showcase.jpg]
+    python benchmarks/detail_showcase.py [--photos vd092.png ...] [--out docs/detail_showcase.png]
 
 Each photo goes through ``quality`` as the pipeline runs it (``--detail`` guidance; without CLIP
 weights ``auto`` runs photometric). The face is rendered by the core renderer through the photo's
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--faces", type=Path, default=repo.parent / "shared" / "faces")
     parser.add_argument("--photos", nargs="+", default=list(DEFAULT_PHOTOS))
     parser.add_argument("--detail", choices=("auto", "clip", "photometric"), default="auto")
-    parser.add_argument("--out", type=Path, default=repo / "docs" / "detail_showcase.jpg")
+    parser.add_argument("--out", type=Path, default=repo / "docs" / "detail_showcase.png")
     args = parser.parse_args()
     pipeline = Pipeline()
     rows = []
@@ -70,7 +70,7 @@ def main() -> None:
         print(f"{name}: {rec.timings['total']:.1f} s (detail {rec.timings.get('detail', 0):.1f} s), "
               f"guidance {rec.detail.guidance}, rms {rec.metrics['detail_rms_mm']:.3f} mm", flush=True)
         rows.append(clay_row(rec))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(args.out, quality=88)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(args.out)
     print(f"wrote {args.out}")
 
 

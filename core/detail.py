@@ -44,6 +44,7 @@ from .reconstruction import DetailMaps, Reconstruction
 from .refinement import CROP_MARGIN, Crop
 from .rendering import (
     Fragments,
+    cpu_threads,
     interpolate,
     interpolate_corners,
     project,
@@ -795,8 +796,9 @@ def add_detail(rec: Reconstruction, settings, progress: Progress | None = None,
             notes.append(RANDOM_CLIP_WARNING)
     else:
         extractor = None
-    objective = DetailObjective(rec, settings, extractor, device)
-    result = optimise_detail(objective, progress)
+    with cpu_threads(1, device):  # many small ops: one thread is several times faster (rendering.py)
+        objective = DetailObjective(rec, settings, extractor, device)
+        result = optimise_detail(objective, progress)
     notes.extend(result.warnings)
     rec.metrics.update(result.metrics)
     rec.detail = detail_maps(rec, objective, result, settings.strength)
