@@ -197,7 +197,8 @@ class HeadRenderer:
         return np.clip(image.numpy() * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None) -> dict:
+def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
+             only: list[str] | None = None) -> dict:
     from core.detection import make_detector
     from core.face_model import load_face_model
     from core.image_io import load_image
@@ -216,7 +217,7 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None) 
     kinds = [(f"{'shaded' if shaded else 'albedo'}_{yaw:+d}", yaw, shaded)
              for shaded in (False, True) for yaw in YAWS]
     configs = [c for c in (*RECONSTRUCTED, "mean_shape")
-               if (out / ("after" if c == "mean_shape" else c)).is_dir()]
+               if (out / ("after" if c == "mean_shape" else c)).is_dir() and (only is None or c in only)]
     index = []  # (config, kind, photo index) of each render crop, None where no face was found
     render_crops, examples = [], {}
     for config in configs:
@@ -233,7 +234,7 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None) 
                     render_crops.append(crop)
                 examples.setdefault((config, i), []).append(image)
         print(f"rendered {config}", flush=True)
-    work = out / "faceres"
+    work = out / f"faceres_{'_'.join(configs)}"
     work.mkdir(exist_ok=True)
     emb = faceres_embeddings(crops + render_crops, faceres, work)
     photo_emb, render_emb = emb[: len(crops)], iter(emb[len(crops):])
@@ -301,12 +302,14 @@ def main() -> None:
     parser.add_argument("--faceres", type=Path, default=FACERES)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--gallery", type=Path, default=None)
+    parser.add_argument("--configs", default=None, help="evaluate only these (comma-separated)")
     args = parser.parse_args()
     if args.phase == "reconstruct":
         reconstruct(args.out, args.before, args.limit)
         return
-    results = evaluate(args.out, args.faceres, args.limit, args.gallery)
-    (args.out / "likeness.json").write_text(json.dumps(results, indent=1))
+    only = args.configs.split(",") if args.configs else None
+    results = evaluate(args.out, args.faceres, args.limit, args.gallery, only)
+    (args.out / f"likeness_{args.configs or 'all'}.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 
 
