@@ -28,6 +28,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
+from .errors import LikenessError
 from .face_model import SKIN_POLYGONS, FaceModel
 from .params import FaceParams
 from .rendering import rasterize, sh_basis, vertex_normals
@@ -321,7 +322,8 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
     mesh-smooth skin field (hair colour on the scalp if asked and seen) covers the rest."""
     settings = settings or TextureSettings()
     if settings.scalp not in SCALP_MODES:
-        raise ValueError(f"scalp must be one of {SCALP_MODES}, not {settings.scalp!r}")
+        raise LikenessError(f"Unknown scalp setting {settings.scalp!r}: choose one of "
+                            f"{', '.join(SCALP_MODES)}.")
     gain = np.clip(mirror_atlas(evidence.weight) - evidence.weight, 0, 1)
     known = np.clip(evidence.weight + gain, 0, 1).astype(np.float32)
     weighted = evidence.albedo * evidence.weight[..., None] + mirror_atlas(evidence.albedo) * gain[..., None]
@@ -336,7 +338,7 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
     if scalp is not None:
         alpha = alpha * (1 - scalp)
     out = alpha[..., None] * albedo + (1 - alpha[..., None]) * fill
-    covered = (surface.face_id >= 0).astype(np.float32)
+    covered = surface.covered.astype(np.float32)
     return np.clip(push_pull_fill(out * covered[..., None], covered), 0, 1)  # gutter for filtering
 
 

@@ -1,7 +1,9 @@
 """UV unwrapping, symmetry completion and hole filling of the skin atlas."""
 
 import numpy as np
+import pytest
 
+from core.errors import LikenessError
 from core.skin_mask import face_mask
 from core.texture import mirror_atlas, push_pull_fill, uv_surface
 
@@ -102,6 +104,8 @@ def test_scalp_is_skin_tone_not_hair_and_hair_mode_keeps_hair(fast_reconstructio
     assert np.abs(skin_scalp - tone).max() < 20  # default: the person's skin tone on the scalp
     assert np.abs(hair_scalp - tone).max() > 40  # "hair": the photo's (red) hair colour instead
     assert hair_scalp[0] > hair_scalp[1] + 30  # red, as on this photo
+    with pytest.raises(LikenessError, match="scalp"):
+        build_texture(rec.model, rec.image, rec.params, 64, None, skin, TextureSettings(scalp="bald"))
 
 
 def test_background_colour_never_reaches_the_albedo(pipeline):
