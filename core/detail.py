@@ -8,12 +8,17 @@ head stays watertight. The face triangles are densified by midpoint subdivision;
 vertex is a fixed barycentric combination of coarse vertices, so the dense mesh follows the fitted
 one exactly and only the displacement is optimised.
 
-Losses compare a shaded render of the displaced dense mesh (fitted albedo, fitted SH light) with
-the photo in a square face crop: CLIP features at several depths, a robust photometric term and a
-spectrum-weighted frequency Wing term on visible skin, plus smoothness, magnitude and left/right
-symmetry of the map. The albedo is low-passed over skin first: the texture stage de-lit the photo
-with the coarse normals, so its full-resolution albedo already contains the folds' shading; only
-with a smooth albedo must the mid-frequency shading be explained by geometry.
+The map is high-passed on the UV island (``highpass_mm``): shape larger than that is the coarse
+fit's. The data term compares the high-passed log-luminance of the photo with that of the
+displaced face's shading (a polynomial of the normal fitted to the photo), in a square face crop:
+low-frequency misfit of shape, light or albedo cannot leak in. Pixels whose high-passed
+chromaticity moves (freckles, moles, blotches, make-up, sheen: a white light's shading changes
+brightness, not chromaticity) are weighted out and filled from the skin around them first; a
+Cauchy loss keeps cast shadows and leftover misfit from growing lumps. Guidance ``clip`` adds CLIP
+feature consistency of a shaded render (the fitted albedo low-passed over skin, the fitted SH
+light) with the photo; both modes add a spectrum-weighted frequency Wing term on the high-passed
+images, and smoothness, magnitude and left/right symmetry of the map. Measured against synthetic
+ground truth by benchmarks/synthetic_detail.py.
 """
 
 from __future__ import annotations
