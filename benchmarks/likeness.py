@@ -97,13 +97,13 @@ def reconstruct(out: Path, before: bool, limit: int | None) -> None:
 def _refined(pipe, rec, settings):
     from core.detection import FaceDetection
     from core.texture import TextureResult
-    from core.texture_gcn import refine_texture
+    from core.texture_gcn import TextureView, refine_texture
 
     coarse = TextureResult(rec.albedo, rec.albedo_visibility, np.zeros(0), rec.albedo_trust)
     detection = FaceDetection(rec.face_box, 1.0, rec.detected_landmarks, None, "mediapipe")
     surface = pipe.uv_surface(rec.albedo.shape[0])
-    return refine_texture(rec.model, rec.image, rec.params, detection, coarse, surface, pipe.skin_graph,
-                          pipe.identity_net, settings, rec.skin_trust > 0.5)
+    view = TextureView(rec.image, rec.params, detection, rec.skin_trust > 0.5)
+    return refine_texture(rec.model, [view], coarse, surface, pipe.skin_graph, pipe.identity_net, settings)
 
 
 def _save(folder: Path, path: Path, rec, refined, start: float) -> None:

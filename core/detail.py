@@ -453,21 +453,16 @@ def log_luminance(rgb: torch.Tensor) -> torch.Tensor:
 # The objective
 
 
-class DetailObjective:
-    """Displacement map -> weighted losses. Terms whose weight is 0 are not computed."""
+class DetailView:
+    """One photo's part of the objective: its render of the displaced face (own pose, camera and
+    light), pixel masks, shading target and CLIP features."""
 
-    def __init__(self, rec: Reconstruction, settings: DetailSettings, extractor: ClipFeatureExtractor | None,
-                 device: torch.device):
-        if settings.guidance not in GUIDANCE_MODES:
-            raise ValueError(f"Unknown detail guidance {settings.guidance!r}: use one of {GUIDANCE_MODES}.")
-        if settings.uses_clip and extractor is None:
-            raise ValueError("CLIP guidance needs a ClipFeatureExtractor.")
-        extractor = extractor if settings.uses_clip else None
-        self.settings, self.device, self.extractor = settings, device, extractor
-        self.mesh = dense_face_mesh(rec.model, settings.subdivision, settings.falloff_width)
-        self.scene = DetailScene(rec, self.mesh, settings.render_resolution, device)
-        self._init_uv_maps(rec)
-        self._init_data(rec)
+    def __init__(self, rec: Reconstruction, mesh: DenseFaceMesh, settings: DetailSettings,
+                 extractor: ClipFeatureExtractor | None, device: torch.device):
+        self.device, self.extractor = device, extractor
+        self.fit = rec.photos[0] if rec.photos else None  # this photo's PhotoFit, for its metrics
+        self.scene = DetailScene(rec, mesh, settings.render_resolution, device)
+        self._init_data(rec, settings)
         self._clip_value: torch.Tensor | None = None
         self._clip_grad: torch.Tensor | None = None
         if extractor is not None:
@@ -475,25 +470,7 @@ class DetailObjective:
             with torch.no_grad():
                 self.clip_target = [f.detach() for f in extractor.features(self.photo, self.clip_mask)]
 
-    def _init_uv_maps(self, rec: Reconstruction) -> None:
-        """Face island, falloff map, the dense vertices' sampling grid on the (R, R) tile, and the
-        blur kernels of the parameters and of the map's high-pass."""
-        size = self.settings.resolution
-        face_id, tile_uv = face_tile(rec.model, size)
-        island = face_id >= 0
-        falloff = np.zeros((size, size), np.float32)
-        falloff[island] = self.mesh.falloff(tile_uv[island])
-        self.island = torch.from_numpy(island.astype(np.float32)).to(self.device)[None, None]
-        self.falloff_map = torch.from_numpy(falloff).to(self.device)
-        self.vertex_falloff = torch.from_numpy(self.mesh.vertex_falloff).to(self.device)
-        grid = self.mesh.tile_uvs * 2 - 1
-        grid[:, 1] *= -1  # v = 1 is the top row
-        self.vertex_grid = torch.from_numpy(grid.astype(np.float32)).to(self.device).view(1, 1, -1, 2)
-        self._param_taps = gaussian_taps(PARAMETER_BLUR_TEXELS, self.device)
-        texel_mm = 1e3 * float(np.median(uv_stretch(rec.vertices, rec.model))) / size
-        self._map_taps = gaussian_taps(self.settings.highpass_mm / texel_mm, self.device)
-
-    def _init_data(self, rec: Reconstruction) -> None:
+    def _init_data(self, rec: Reconstruction, settings: DetailSettings) -> None:
         """Photo crop, pixel masks (with ``holdout``: data and held-out halves) and the skin albedo."""
         zero = torch.zeros(len(self.scene.positions), device=self.device)
         coarse = self.scene.render(zero)
@@ -506,24 +483,25 @@ class DetailObjective:
         # Twice: occluders found with the first albedo must not darken the final one.
         uv = interpolate_corners(coarse.fragments, self.scene.uv_corners).cpu().numpy()
         for _ in range(2):
-            albedo = skin_albedo(rec, uv[mask], self.settings.albedo_blur_mm, self.scene.size // 2)
+            albedo = skin_albedo(rec, uv[mask], settings.albedo_blur_mm, self.scene.size // 2)
             self.scene.albedo = torch.from_numpy(albedo).to(self.device)
             mask = mask & _shading_inliers(self.scene.photo, self.scene.render(zero).image)
-        held_out = holdout_checkerboard(self.scene.size) if self.settings.holdout else np.zeros_like(mask)
+        held_out = holdout_checkerboard(self.scene.size) if settings.holdout else np.zeros_like(mask)
         self.data_mask = torch.from_numpy(mask & ~held_out).to(self.device)
-        self.eval_mask = torch.from_numpy(mask & held_out if self.settings.holdout else mask).to(self.device)
+        self.eval_mask = torch.from_numpy(mask & held_out if settings.holdout else mask).to(self.device)
         self.photo = self.scene.photo.permute(2, 0, 1)[None]
-        self._init_shading_target(rec, coarse)
+        self._init_shading_target(rec, coarse, settings)
 
-    def _init_shading_target(self, rec: Reconstruction, coarse: DetailRender) -> None:
+    def _init_shading_target(self, rec: Reconstruction, coarse: DetailRender, settings: DetailSettings
+                              ) -> None:
         """The high-passed log-luminance of the photo (what the detail's shading must explain) and
         the per-pixel weights of that comparison (data mask x achromatic-change weight)."""
         scene = self.scene
         depth_mm = 1e3 * float(scene.positions[:, 2].median())
-        sigma_px = self.settings.highpass_mm * scene.camera.focal / depth_mm
+        sigma_px = settings.highpass_mm * scene.camera.focal / depth_mm
         self._image_taps = gaussian_taps(sigma_px, self.device)
         photo = scene.photo
-        if self.settings.use_albedo:
+        if settings.use_albedo:
             uv = interpolate_corners(coarse.fragments, scene.uv_corners)
             albedo = sample_texture(torch.from_numpy(rec.albedo.astype(np.float32) / 255).to(self.device), uv)
             photo = photo / albedo.clamp_min(0.02)
@@ -554,7 +532,7 @@ class DetailObjective:
         # chin), a small misfit of its shape or of the light is as strong as any fold: trust less.
         coarse_band = highpass(self.log_shading(coarse.normals), mask, self._image_taps).abs()
         structure = blur(coarse_band, self._image_taps) / blur(mask, self._image_taps).clamp_min(1e-6)
-        trust = torch.exp(-((structure / self.settings.structure_scale) ** 2))
+        trust = torch.exp(-((structure / settings.structure_scale) ** 2))
         self.shading_weight = self.shading_weight * trust
 
     def log_shading(self, normals: torch.Tensor) -> torch.Tensor:
@@ -567,6 +545,88 @@ class DetailObjective:
         colours, normals = (x[mask].double().cpu().numpy() for x in (self.scene.photo, coarse.normals))
         sh = fit_sh(colours, normals, np.ones(len(colours)))
         self.scene.sh = torch.from_numpy(sh).to(self.device, torch.float32)
+
+    def data_terms(self, displacement_mm: torch.Tensor, s: DetailSettings, refresh_clip: bool
+                   ) -> dict[str, torch.Tensor]:
+        """This photo's unweighted data terms for a dense-vertex displacement."""
+        render = self.scene.render(displacement_mm)
+        mask = self.data_mask[None, None].float()
+        shading = highpass(self.log_shading(render.normals), mask, self._image_taps)
+        terms: dict[str, torch.Tensor] = {}
+        if s.photometric_weight > 0:
+            # Cauchy: a residual far beyond a fold's (cast shadows, misfit at the nose, a mark the
+            # chroma test missed) stops pulling instead of growing a lump to explain it.
+            residual = (shading - self.shading_target).square()
+            cauchy = torch.log1p(residual / s.shading_scale**2)
+            terms["photometric"] = masked_mean(cauchy, self.shading_weight)
+        if s.frequency_weight > 0:
+            terms["frequency"] = frequency_wing_loss(shading, self.shading_target, self.shading_weight,
+                                                     band_weights=FREQUENCY_BAND_WEIGHTS)
+        if s.uses_clip:
+            terms["clip"] = self._clip_term(render.image.permute(2, 0, 1)[None], refresh_clip)
+        return terms
+
+    def _clip_term(self, image: torch.Tensor, refresh: bool) -> torch.Tensor:
+        """CLIP consistency. The encoder's forward + backward is the costliest step, so it runs only
+        when ``refresh``; in between, the term keeps the last value and the image-space gradient
+        of that evaluation (a first-order expansion), so every step is still CLIP-guided."""
+        if refresh or self._clip_grad is None:
+            leaf = image.detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss = clip_consistency_loss(self.extractor.features(leaf, self.clip_mask), self.clip_target,
+                                             masks=self.clip_mask, weights=self.extractor.layer_weights)
+                (self._clip_grad,) = torch.autograd.grad(loss, leaf)
+            self._clip_value = loss.detach()
+        return self._clip_value + (self._clip_grad * (image - image.detach())).sum()
+
+    def held_out_error(self, displacement_mm: torch.Tensor) -> float:
+        """Photometric loss of the render on the evaluation pixels."""
+        with torch.no_grad():
+            render = self.scene.render(displacement_mm)
+            mask = (self.eval_mask & render.mask)[None, None].float()
+            return float(photometric_loss(render.image.permute(2, 0, 1)[None], self.photo, mask))
+
+
+def detail_views(rec: Reconstruction) -> list[Reconstruction]:
+    """``rec`` as each of its photos saw it: ``rec`` itself (its single-photo fields are the first
+    photo's), then the other photos whose face is large enough for detail."""
+    others = [rec.seen_from(p) for p in rec.photos[1:]]
+    return [v for v in [rec, *others] if not face_too_small(v)]
+
+
+class DetailObjective:
+    """Displacement map -> weighted losses: each photo's data terms summed, the regularisers once.
+    Terms whose weight is 0 are not computed."""
+
+    def __init__(self, rec: Reconstruction, settings: DetailSettings, extractor: ClipFeatureExtractor | None,
+                 device: torch.device):
+        if settings.guidance not in GUIDANCE_MODES:
+            raise ValueError(f"Unknown detail guidance {settings.guidance!r}: use one of {GUIDANCE_MODES}.")
+        if settings.uses_clip and extractor is None:
+            raise ValueError("CLIP guidance needs a ClipFeatureExtractor.")
+        extractor = extractor if settings.uses_clip else None
+        self.settings, self.device, self.extractor = settings, device, extractor
+        self.mesh = dense_face_mesh(rec.model, settings.subdivision, settings.falloff_width)
+        self._init_uv_maps(rec)
+        self.views = [DetailView(v, self.mesh, settings, extractor, device) for v in detail_views(rec)]
+
+    def _init_uv_maps(self, rec: Reconstruction) -> None:
+        """Face island, falloff map, the dense vertices' sampling grid on the (R, R) tile, and the
+        blur kernels of the parameters and of the map's high-pass."""
+        size = self.settings.resolution
+        face_id, tile_uv = face_tile(rec.model, size)
+        island = face_id >= 0
+        falloff = np.zeros((size, size), np.float32)
+        falloff[island] = self.mesh.falloff(tile_uv[island])
+        self.island = torch.from_numpy(island.astype(np.float32)).to(self.device)[None, None]
+        self.falloff_map = torch.from_numpy(falloff).to(self.device)
+        self.vertex_falloff = torch.from_numpy(self.mesh.vertex_falloff).to(self.device)
+        grid = self.mesh.tile_uvs * 2 - 1
+        grid[:, 1] *= -1  # v = 1 is the top row
+        self.vertex_grid = torch.from_numpy(grid.astype(np.float32)).to(self.device).view(1, 1, -1, 2)
+        self._param_taps = gaussian_taps(PARAMETER_BLUR_TEXELS, self.device)
+        texel_mm = 1e3 * float(np.median(uv_stretch(rec.vertices, rec.model))) / size
+        self._map_taps = gaussian_taps(self.settings.highpass_mm / texel_mm, self.device)
 
     def initial_parameters(self) -> torch.Tensor:
         size = self.settings.resolution
@@ -590,25 +650,14 @@ class DetailObjective:
 
     def evaluate(self, params: torch.Tensor, refresh_clip: bool = True
                  ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss and the unweighted value of each active term."""
+        """Total loss and the unweighted value of each active term (data terms summed over photos)."""
         s = self.settings
         field_mm = self.field(params)
-        render = self.scene.render(self.vertex_displacement(field_mm))
-        image = render.image.permute(2, 0, 1)[None]
-        mask = self.data_mask[None, None].float()
-        shading = highpass(self.log_shading(render.normals), mask, self._image_taps)
+        displacement = self.vertex_displacement(field_mm)
         terms: dict[str, torch.Tensor] = {}
-        if s.photometric_weight > 0:
-            # Cauchy: a residual far beyond a fold's (cast shadows, misfit at the nose, a mark the
-            # chroma test missed) stops pulling instead of growing a lump to explain it.
-            residual = (shading - self.shading_target).square()
-            cauchy = torch.log1p(residual / s.shading_scale**2)
-            terms["photometric"] = masked_mean(cauchy, self.shading_weight)
-        if s.frequency_weight > 0:
-            terms["frequency"] = frequency_wing_loss(shading, self.shading_target, self.shading_weight,
-                                                     band_weights=FREQUENCY_BAND_WEIGHTS)
-        if s.uses_clip:
-            terms["clip"] = self._clip_term(image, refresh_clip)
+        for view in self.views:
+            for name, value in view.data_terms(displacement, s, refresh_clip).items():
+                terms[name] = terms[name] + value if name in terms else value
         # The regularisers act on the field before the falloff: where the falloff is small the data
         # barely move it, and without a pull of its own Adam's normalised steps would let it wander.
         map_ = field_mm[None, None]
@@ -624,28 +673,17 @@ class DetailObjective:
         total = sum(weights[k] * v for k, v in terms.items())
         return total, {k: float(v.detach()) for k, v in terms.items()}
 
-    def _clip_term(self, image: torch.Tensor, refresh: bool) -> torch.Tensor:
-        """CLIP consistency. The encoder's forward + backward is the costliest step, so it runs only
-        when ``refresh``; in between, the term keeps the last value and the image-space gradient
-        of that evaluation (a first-order expansion), so every step is still CLIP-guided."""
-        if refresh or self._clip_grad is None:
-            leaf = image.detach().requires_grad_(True)
-            with torch.enable_grad():
-                loss = clip_consistency_loss(self.extractor.features(leaf, self.clip_mask), self.clip_target,
-                                             masks=self.clip_mask, weights=self.extractor.layer_weights)
-                (self._clip_grad,) = torch.autograd.grad(loss, leaf)
-            self._clip_value = loss.detach()
-        return self._clip_value + (self._clip_grad * (image - image.detach())).sum()
+    def held_out_errors(self, params: torch.Tensor | None) -> list[float]:
+        """Per photo: photometric loss on the evaluation pixels (held-out squares with
+        ``holdout``) of the detailed render, or of the coarse one for ``params=None``."""
+        with torch.no_grad():
+            disp = (torch.zeros_like(self.vertex_falloff) if params is None
+                    else self.vertex_displacement(self.field(params)))
+        return [view.held_out_error(disp) for view in self.views]
 
     def held_out_error(self, params: torch.Tensor | None) -> float:
-        """Photometric loss on the evaluation pixels (held-out squares with ``holdout``) of the
-        detailed render, or of the coarse one for ``params=None``."""
-        with torch.no_grad():
-            disp = (torch.zeros(len(self.scene.positions), device=self.device) if params is None
-                    else self.vertex_displacement(self.field(params)))
-            render = self.scene.render(disp)
-            mask = (self.eval_mask & render.mask)[None, None].float()
-            return float(photometric_loss(render.image.permute(2, 0, 1)[None], self.photo, mask))
+        """``held_out_errors`` averaged over the photos."""
+        return float(np.mean(self.held_out_errors(params)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -780,17 +818,20 @@ def clip_extractor(settings: DetailSettings) -> ClipFeatureExtractor:
 def add_detail(rec: Reconstruction, settings, progress: Progress | None = None,
                warnings: list[str] | None = None,
                extractor: ClipFeatureExtractor | None = None) -> DetailMaps | None:
-    """Optimise mid-frequency detail for ``rec`` and store it in ``rec.detail``.
+    """Optimise mid-frequency detail for ``rec`` and store it in ``rec.detail``: one displacement
+    map against all of ``rec``'s photos (each rendered with its own pose, camera and light).
 
     ``settings``: ``DetailSettings``, or the pipeline's ``Settings`` (its detail fields are used).
     ``extractor``: a CLIP encoder to reuse (e.g. across a batch, or built early to fail fast when
     weights are missing); by default one is built from ``settings.clip``. Warnings go to
-    ``warnings`` (default ``rec.warnings``), metrics to ``rec.metrics``. A face smaller than
-    ``MIN_FACE_PX`` keeps the coarse result (a warning, ``rec.detail`` stays None)."""
+    ``warnings`` (default ``rec.warnings``), metrics to ``rec.metrics`` (and each photo's
+    photometric error before/after to its ``PhotoFit.metrics``). A photo whose face is smaller
+    than ``MIN_FACE_PX`` is not used; without any, the coarse result stays (a warning,
+    ``rec.detail`` stays None)."""
     if not isinstance(settings, DetailSettings):
         settings = DetailSettings.from_pipeline(settings)
     notes = rec.warnings if warnings is None else warnings
-    if face_too_small(rec):
+    if not detail_views(rec):
         notes.append(f"The face is smaller than {MIN_FACE_PX:.0f} px across: no mid-frequency detail was "
                      "added (use a larger or closer photo of the face).")
         return None
@@ -803,7 +844,13 @@ def add_detail(rec: Reconstruction, settings, progress: Progress | None = None,
         extractor = None
     with cpu_threads(1, device):  # many small ops: one thread is several times faster (rendering.py)
         objective = DetailObjective(rec, settings, extractor, device)
+        before = objective.held_out_errors(None)
         result = optimise_detail(objective, progress)
+        after = objective.held_out_errors(result.params)
+    for view, error_before, error_after in zip(objective.views, before, after):
+        if view.fit is not None:  # how well the detailed face explains each photo used
+            view.fit.metrics.update(detail_render_error_before=error_before,
+                                    detail_render_error_after=error_after)
     notes.extend(result.warnings)
     rec.metrics.update(result.metrics)
     rec.detail = detail_maps(rec, objective, result, settings.strength)

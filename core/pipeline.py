@@ -53,7 +53,7 @@ from .regression import (
 from .rendering import select_device
 from .skin_trust import PersonSegmenter, SkinTrust, skin_trust
 from .texture import TextureResult, TextureSettings, UVSurface, complete, unwrap, uv_surface
-from .texture_gcn import MeshGraph, TextureRefinementSettings, refine_texture
+from .texture_gcn import MeshGraph, TextureRefinementSettings, TextureView, refine_texture
 
 PRESET_NAMES = ("fast", "balanced", "quality")
 DETAIL_GUIDANCE = ("auto", "clip", "photometric")  # Settings.detail_guidance
@@ -343,10 +343,10 @@ class Pipeline:
             texture = self._texture(photos, [f.params for f in fitted], settings.texture_size,
                                     settings.texture)
         progress.check()  # stages check at their start; this one has no steps of its own
-        if settings.texture_refinement.iterations > 0 and photos[0].detection.is_dense:
+        if settings.texture_refinement.iterations > 0 and dense:
             with _timed(timings, "texture_refine"):
-                texture = self._refine_texture(photos[0], fitted[0].params, texture,
-                                               settings.texture_refinement, progress, warnings)
+                texture = self._refine_texture([photos[i] for i in dense], [fitted[i].params for i in dense],
+                                               texture, settings.texture_refinement, progress, warnings)
         fits = [p.fit(self.model, c, f) for p, c, f in zip(photos, coarse, fitted)]
         rec = self._result(fits, dropped, texture, timings)
         rec.warnings.extend(warnings)
@@ -490,20 +490,21 @@ class Pipeline:
         albedo8 = np.clip(albedo * 255 + 0.5, 0, 255).astype(np.uint8)
         return TextureResult(albedo8, fused.visibility, fused.observed, fused.weight)
 
-    def _refine_texture(self, photo: _Photo, params: FaceParams, texture: TextureResult,
+    def _refine_texture(self, photos: list[_Photo], params: list[FaceParams], texture: TextureResult,
                         settings: TextureRefinementSettings, progress: Progress,
                         warnings: list[str]) -> TextureResult:
-        """The GCN refinement (core.texture_gcn) against the first photo."""
+        """The GCN refinement (core.texture_gcn) against every photo with dense landmarks."""
         try:
             net = self.identity_net
         except AssetError as exc:
             net = None
             warnings.append(f"Texture refinement ran without its identity loss: {exc}")
-        trusted = None if photo.skin is None else photo.skin.trust > 0.5
-        result = refine_texture(self.model, photo.rgb, params, photo.detection, texture,
-                                self.uv_surface(texture.albedo.shape[0]), self.skin_graph, net, settings,
-                                trusted, progress)
-        photo.metrics.update(result.metrics)
+        views = [TextureView(p.rgb, q, p.detection, None if p.skin is None else p.skin.trust > 0.5)
+                 for p, q in zip(photos, params)]
+        result = refine_texture(self.model, views, texture, self.uv_surface(texture.albedo.shape[0]),
+                                self.skin_graph, net, settings, progress)
+        for photo, metrics in zip(photos, result.view_metrics):
+            photo.metrics.update(metrics)
         return replace(texture, albedo=result.albedo)
 
     def _result(self, fits: list[PhotoFit], dropped: list[DroppedPhoto], texture: TextureResult,

@@ -4,7 +4,7 @@ the preview and Blender need."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -92,6 +92,13 @@ class Reconstruction:
     person: Optional[str] = None  # the person's name (e.g. their photo folder): names the files
     photos: list[PhotoFit] = field(default_factory=list)  # every photo used; photos[0] is the one above
     dropped: list[DroppedPhoto] = field(default_factory=list)
+
+    def seen_from(self, photo: PhotoFit) -> Reconstruction:
+        """This head with ``photo``'s fields in the single-photo ones (shared identity, albedo)."""
+        return replace(self, image=photo.image, params=photo.params, coarse_params=photo.coarse_params,
+                       vertices=photo.vertices, landmarks68_2d=photo.landmarks68_2d, face_box=photo.face_box,
+                       detected_landmarks=photo.detected_landmarks, skin_trust=photo.skin_trust,
+                       source=photo.source, photos=[photo])
 
     @property
     def polygons(self) -> np.ndarray:

@@ -3,16 +3,19 @@ High-Fidelity 3D Face Reconstruction from In-the-Wild Images Using Graph Convolu
 
 The coarse skin albedo of ``build_texture`` is sampled at the skin vertices; a Chebyshev graph
 network on the ICT skin topology, conditioned on the photo's identity embedding, predicts a
-per-vertex colour correction. Its weights are optimised for this photo only, against
-- a pixel loss: the render (vertex albedo x SH shading) against the photo on visible, trusted skin
-  pixels; the light is fitted once to the coarse albedo on those pixels (the texture stage de-lit
-  with its own light, whose scale and colour differ from refinement's), so the network corrects
-  what the coarse albedo gets wrong, not the light;
-- an identity loss: cosine distance between face-recognition embeddings (core.identity) of the
-  render (the head alone, on grey: it has to carry the likeness without the photo's hair and
-  background around it) and of the photo;
-- a per-vertex loss keeping the colour of vertices the photo did not show (or showed through
-  untrusted pixels: hair, glasses, background) near the coarse one.
+per-vertex colour correction. Its weights are optimised for this person's photos (one or several
+views, each with its own pose, camera and light), against
+- a pixel loss: each view's render (vertex albedo x SH shading) against its photo on visible, trusted
+  skin pixels; each view's light is fitted once to the coarse albedo on those pixels (the texture
+  stage de-lit with its own light, whose scale and colour differ from refinement's), so the network
+  corrects what the coarse albedo gets wrong, not the light;
+- an identity loss: cosine distance between face-recognition embeddings (core.identity) of each
+  view's render (the head alone, on grey: it has to carry the likeness without the photo's hair and
+  background around it) and of its photo;
+- a per-vertex loss keeping the colour of vertices no photo showed (or showed through untrusted
+  pixels: hair, glasses, background) near the coarse one.
+The pixel and identity losses are averaged over the views; the network is conditioned on the views'
+mean embedding.
 Geometry and light are fixed here, so the skin mesh is rasterised once and a render is a sparse
 matrix product. The correction (a smooth field: the network's colour) is interpolated into the UV
 atlas and added to the coarse albedo, whose high frequencies (the photo's detail where it was
@@ -60,10 +63,20 @@ class TextureRefinementSettings:
 
 
 @dataclass
+class TextureView:
+    """One photo of the person as the refinement sees it."""
+    rgb: np.ndarray  # (H, W, 3) uint8
+    params: FaceParams  # this photo's pose, expression, camera and light (identity shared)
+    detection: FaceDetection
+    trusted: np.ndarray | None = None  # (H, W) bool: pixels showing the subject's skin
+
+
+@dataclass
 class TextureRefinementResult:
     albedo: np.ndarray  # (S, 2S, 3) uint8 refined skin atlas
     vertex_albedo: np.ndarray  # (V_skin, 3) float32 the network's colour per skin vertex
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # the losses before/after, pixel and identity averaged over the views
+    view_metrics: list[dict[str, float]]  # each view's pixel and identity losses (and the vertex one)
 
 
 def sparse_matrix(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> Tensor:
@@ -216,84 +229,99 @@ class _FixedRender:
         return flat.index_put((self.covered,), colour).view(background.shape)
 
 
-def refine_texture(model: FaceModel, rgb: np.ndarray, params: FaceParams, detection: FaceDetection,
-                   texture: TextureResult, surface: UVSurface, graph: MeshGraph,
-                   identity_net: FaceRecognitionNet | None, settings: TextureRefinementSettings,
-                   trusted: np.ndarray | None = None,
-                   progress: Progress | None = None) -> TextureRefinementResult:
-    """Refine ``texture``'s albedo for this photo (see the module docstring). ``trusted`` (H, W)
-    bool marks photo pixels that show the subject's skin (default: the landmarks' skin region).
-    Without ``identity_net`` the identity term and the conditioning are left out. Runs on CPU:
-    one small sparse graph and a 150-pixel network gain nothing from a GPU round trip."""
+def refine_texture(model: FaceModel, views: list[TextureView], texture: TextureResult, surface: UVSurface,
+                   graph: MeshGraph, identity_net: FaceRecognitionNet | None,
+                   settings: TextureRefinementSettings, progress: Progress | None = None
+                   ) -> TextureRefinementResult:
+    """Refine ``texture``'s albedo for the photos ``views`` (see the module docstring); a view's
+    ``trusted`` defaults to the landmarks' skin region. Without ``identity_net`` the identity term
+    and the conditioning are left out. Runs on CPU: one small sparse graph and a 150-pixel network
+    gain nothing from a GPU round trip."""
     with cpu_threads(1, torch.device("cpu")):
-        return _refine_texture(model, rgb, params, detection, texture, surface, graph, identity_net, settings,
-                               trusted, progress or Progress())
+        return _refine_texture(model, views, texture, surface, graph, identity_net, settings,
+                               progress or Progress())
 
 
-def _refine_texture(model, rgb, params, detection, texture, surface, graph, identity_net, settings,
-                    trusted, progress) -> TextureRefinementResult:
+class _ViewLoss:
+    """One view's fixed render, trusted-skin mask, fitted light and target embedding."""
+
+    def __init__(self, model: FaceModel, view: TextureView, coarse: Tensor, num_vertices: int,
+                 identity_net: FaceRecognitionNet | None, settings: TextureRefinementSettings):
+        crop = Crop.around(view.detection.box, settings.resolution)
+        self.photo = torch.from_numpy(crop.image(view.rgb).astype(np.float32) / 255)
+        landmarks = crop.points(view.detection.landmarks)
+        skin = skin_mask(landmarks, crop.size, crop.size, margin=0.02)
+        if view.trusted is not None:
+            skin &= crop.image(view.trusted.astype(np.uint8) * 255) > 127
+        self.fixed = _FixedRender(model, view.params, crop, num_vertices)
+        self.mask = (self.fixed.mask & torch.from_numpy(skin)).float()[None, None]
+        self.fixed.fit_light(coarse, self.photo, self.mask[0, 0] > 0)
+        self.transform = chip_transform(five_points(landmarks))
+        self.net = identity_net
+        with torch.no_grad():
+            self.target = embed(identity_net, self.photo, self.transform) if identity_net is not None \
+                else torch.zeros(128)
+        self.background = torch.full_like(self.photo, BACKGROUND)
+
+    def losses(self, albedo: Tensor, identity: bool) -> dict[str, Tensor]:
+        image = self.fixed.image(albedo, self.background)
+        terms = {"pixel": photometric_loss(image.permute(2, 0, 1)[None], self.photo.permute(2, 0, 1)[None],
+                                           self.mask)}
+        if identity:
+            terms["identity"] = 1 - embed(self.net, image, self.transform) @ self.target
+        return terms
+
+
+def _refine_texture(model, views, texture, surface, graph, identity_net, settings, progress
+                    ) -> TextureRefinementResult:
     n = graph.num_vertices
-    crop = Crop.around(detection.box, settings.resolution)
-    photo = torch.from_numpy(crop.image(rgb).astype(np.float32) / 255)
-    landmarks = crop.points(detection.landmarks)
-    skin = skin_mask(landmarks, crop.size, crop.size, margin=0.02)
-    if trusted is not None:
-        skin &= crop.image(trusted.astype(np.uint8) * 255) > 127
-    fixed = _FixedRender(model, params, crop, n)
-    loss_mask = (fixed.mask & torch.from_numpy(skin)).float()[None, None]
-
     uvs = vertex_uvs(model, n)
     coarse = torch.from_numpy(sample_atlas(texture.albedo.astype(np.float32) / 255, uvs))
-    fixed.fit_light(coarse, photo, loss_mask[0, 0] > 0)
     unseen = torch.from_numpy(1 - np.clip(sample_atlas(texture.trust, uvs)[:, 0], 0, 1))
     neutral = torch.from_numpy(model.neutral[:n])
     features = torch.cat([coarse, (neutral - neutral.mean(0)) / neutral.std(0)], 1)
-
-    transform = chip_transform(five_points(landmarks))
-    with torch.no_grad():
-        target = embed(identity_net, photo, transform) if identity_net is not None else torch.zeros(128)
+    seen = [_ViewLoss(model, v, coarse, n, identity_net, settings) for v in views]
+    condition = torch.stack([s.target for s in seen]).mean(0)
     identity_loss = identity_net is not None and settings.identity_weight > 0
 
-    def identity_distance(image: Tensor) -> Tensor:
-        return 1 - embed(identity_net, image, transform) @ target
-
-    background = torch.full_like(photo, BACKGROUND)
-    torch.manual_seed(0)  # the network's initial weights: same photo, same result
+    torch.manual_seed(0)  # the network's initial weights: same photos, same result
     net = TextureGCN(settings)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
 
-    def losses() -> tuple[Tensor, dict[str, float], Tensor, Tensor]:
-        albedo = (coarse + net(features, target, graph.laplacian)).clamp(0, 1)
-        image = fixed.image(albedo, background)
-        pixel = photometric_loss(image.permute(2, 0, 1)[None], photo.permute(2, 0, 1)[None], loss_mask)
-        vertex = (unseen * (albedo - coarse).square().sum(1)).sum() / unseen.sum().clamp(min=1)
-        total = settings.pixel_weight * pixel + settings.vertex_weight * vertex
-        terms = {"pixel": pixel.item(), "vertex": vertex.item()}
+    def losses(identity: bool) -> tuple[Tensor, dict[str, Tensor], list[dict[str, Tensor]], Tensor]:
+        albedo = (coarse + net(features, condition, graph.laplacian)).clamp(0, 1)
+        per_view = [s.losses(albedo, identity) for s in seen]
+        terms = {k: torch.stack([v[k] for v in per_view]).mean() for k in per_view[0]}
+        terms["vertex"] = (unseen * (albedo - coarse).square().sum(1)).sum() / unseen.sum().clamp(min=1)
+        total = settings.pixel_weight * terms["pixel"] + settings.vertex_weight * terms["vertex"]
         if identity_loss:
-            identity = identity_distance(image)
-            total = total + settings.identity_weight * identity
-            terms["identity"] = identity.item()
-        return total, terms, albedo, image
+            total = total + settings.identity_weight * terms["identity"]
+        return total, terms, per_view, albedo
 
-    def evaluate() -> tuple[dict[str, float], Tensor]:
+    def evaluate() -> tuple[dict[str, float], list[dict[str, float]], Tensor]:
         with torch.no_grad():
-            _, terms, albedo, image = losses()
-            if identity_net is not None:
-                terms["identity"] = identity_distance(image).item()
-        return terms, albedo
+            _, terms, per_view, albedo = losses(identity_net is not None)
+        terms = {k: v.item() for k, v in terms.items()}
+        # each view's own pixel and identity terms, with the shared vertex term
+        return terms, [{k: v.item() for k, v in view.items()} | {"vertex": terms["vertex"]}
+                       for view in per_view], albedo
 
-    before, _ = evaluate()
+    before, views_before, _ = evaluate()
     progress.stage("refine texture", settings.iterations)
     for _ in range(settings.iterations):
         opt.zero_grad()
-        losses()[0].backward()
+        losses(identity_loss)[0].backward()
         opt.step()
         progress.advance()
-    after, albedo = evaluate()
-    metrics = {f"texture_{k}_before": v for k, v in before.items()}
-    metrics |= {f"texture_{k}_after": v for k, v in after.items()}
+    after, views_after, albedo = evaluate()
+
+    def named(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {f"texture_{k}_before": v for k, v in before.items()} | \
+            {f"texture_{k}_after": v for k, v in after.items()}
+
     return TextureRefinementResult(_apply(texture, surface, (albedo - coarse).numpy(), model.num_vertices),
-                                   albedo.numpy(), metrics)
+                                   albedo.numpy(), named(before, after),
+                                   [named(b, a) for b, a in zip(views_before, views_after)])
 
 
 def _apply(texture: TextureResult, surface: UVSurface, delta: np.ndarray, num_vertices: int) -> np.ndarray:

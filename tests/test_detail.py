@@ -166,10 +166,10 @@ def test_each_loss_weight_switches_its_term_off(objective, off):
 
 def test_holdout_splits_face_pixels(rec, objective):
     held = D.DetailObjective(rec, fast_settings(holdout=True, clip_weight=0.0), None, CPU)
-    full = objective.data_mask
-    assert not (held.data_mask & held.eval_mask).any()
-    assert torch.equal(held.data_mask | held.eval_mask, full)
-    assert 0.3 < held.eval_mask.sum() / full.sum() < 0.7
+    full, view = objective.views[0].data_mask, held.views[0]
+    assert not (view.data_mask & view.eval_mask).any()
+    assert torch.equal(view.data_mask | view.eval_mask, full)
+    assert 0.3 < view.eval_mask.sum() / full.sum() < 0.7
     coarse = held.held_out_error(None)
     assert np.isfinite(coarse) and held.held_out_error(torch.zeros(96, 96)) == pytest.approx(coarse)
 

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO, face_photo
 
+from core import detail as D
 from core.pipeline import preset_settings
 from core.reconstruction import PhotoFit
+from core.texture_gcn import TextureRefinementSettings
 
 PERSON = ("img13.jpg", "img14.jpg", "img15.jpg")  # deepface person01, three photos
 STRANGER = "img4.jpg"  # deepface person00
@@ -53,6 +56,34 @@ def test_another_person_and_a_faceless_photo_are_dropped_with_reasons(mixed):
     assert "same person" in reasons[STRANGER]
     assert "face" in reasons["photo 3"].lower()
     assert any(STRANGER in w and "left out" in w for w in mixed.warnings)
+
+
+@pytest.fixture(scope="module")
+def two_views(pipeline):
+    """Two photos of the person with the GCN texture refinement and the detail stage on (lean)."""
+    settings = preset_settings("fast", texture_size=128, detail=True, detail_iterations=4,
+                               detail_resolution=64, detail_guidance="photometric",
+                               texture_refinement=TextureRefinementSettings(iterations=3, resolution=96))
+    return pipeline.run([face_photo(p) for p in PERSON[:2]], settings)
+
+
+def test_texture_refinement_and_detail_use_every_photo(two_views):
+    rec = two_views
+    assert len(rec.photos) == 2 and rec.detail is not None
+    for name in ("texture_pixel", "texture_identity", "detail_render_error"):
+        before = [p.metrics[f"{name}_before"] for p in rec.photos]
+        after = [p.metrics[f"{name}_after"] for p in rec.photos]
+        assert before[0] != before[1] and after != before  # each photo's own term, optimised
+    # One texture for both: the GCN's unseen-vertex term is shared; the detail's data terms sum.
+    assert rec.photos[0].metrics["texture_vertex_after"] == rec.photos[1].metrics["texture_vertex_after"]
+    objective = D.DetailObjective(rec, D.DetailSettings(iterations=0, resolution=64, guidance="photometric",
+                                                        clip_weight=0.0), None, torch.device("cpu"))
+    assert [v.fit for v in objective.views] == rec.photos
+    params = torch.full((64, 64), 0.1)
+    _, terms = objective.evaluate(params)
+    field = objective.vertex_displacement(objective.field(params))
+    views = [v.data_terms(field, objective.settings, True) for v in objective.views]
+    assert terms["photometric"] == pytest.approx(sum(float(v["photometric"]) for v in views), rel=1e-5)
 
 
 def _person_folder(root, name="zuck"):

@@ -11,7 +11,14 @@ from core.face_model import SKIN_POLYGONS
 from core.identity import load_identity_net
 from core.pipeline import Pipeline, preset_settings
 from core.texture import build_texture, uv_surface
-from core.texture_gcn import MeshGraph, TextureRefinementSettings, refine_texture, sample_atlas, vertex_uvs
+from core.texture_gcn import (
+    MeshGraph,
+    TextureRefinementSettings,
+    TextureView,
+    refine_texture,
+    sample_atlas,
+    vertex_uvs,
+)
 
 SETTINGS = TextureRefinementSettings(iterations=12, resolution=128)
 
@@ -24,7 +31,7 @@ def refined(fast_reconstruction):
     surface = uv_surface(model, 256)
     coarse = build_texture(model, rec.image, rec.params, 256, surface)
     graph = MeshGraph.of_skin(model)
-    result = refine_texture(model, rec.image, rec.params, detection, coarse, surface, graph,
+    result = refine_texture(model, [TextureView(rec.image, rec.params, detection)], coarse, surface, graph,
                             load_identity_net(download=False), SETTINGS)
     return coarse, result, graph
 
