@@ -1,4 +1,4 @@
-"""Mid-frequency detail: a displacement map over the face UV tile, optimised against the photo.
+"""Mid-frequency detail: a displacement map over the face UV tile, optimised against the photo(s).
 
 The fitted head explains the face's shape; folds (nasolabial, forehead, crow's feet, under the
 eyes) are left to this stage. A displacement along the coarse mesh's normals is parametrised as
@@ -17,8 +17,10 @@ brightness, not chromaticity) are weighted out and filled from the skin around t
 Cauchy loss keeps cast shadows and leftover misfit from growing lumps. Guidance ``clip`` adds CLIP
 feature consistency of a shaded render (the fitted albedo low-passed over skin, the fitted SH
 light) with the photo; both modes add a spectrum-weighted frequency Wing term on the high-passed
-images, and smoothness, magnitude and left/right symmetry of the map. Measured against synthetic
-ground truth by benchmarks/synthetic_detail.py.
+images, and smoothness, magnitude and left/right symmetry of the map. With several photos of the
+person, each photo is a ``DetailView`` (its own pose, camera, light, crop and masks) and the one
+map is optimised against the sum of their data terms. Measured against synthetic ground truth by
+benchmarks/synthetic_detail.py.
 """
 
 from __future__ import annotations
