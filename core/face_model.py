@@ -120,11 +120,6 @@ def triangulate(polygons: np.ndarray) -> np.ndarray:
     return out
 
 
-def triangle_polygon_index(polygons: np.ndarray) -> np.ndarray:
-    """For each triangle of ``triangulate(polygons)``, the polygon it came from."""
-    return np.repeat(np.arange(len(polygons)), 1 + (polygons[:, 3] >= 0))
-
-
 # --------------------------------------------------------------------------------------------
 # Reading the official layout
 

@@ -35,10 +35,6 @@ class Camera:
         z = points_cam[:, 2:3]
         return self.focal * points_cam[:, :2] / z + np.array([self.cx, self.cy])
 
-    @property
-    def intrinsics(self) -> np.ndarray:
-        return np.array([[self.focal, 0, self.cx], [0, self.focal, self.cy], [0, 0, 1.0]])
-
     @staticmethod
     def default_for(width: int, height: int, fov_deg: float = 20.0) -> Camera:
         """A portrait-lens guess: ``fov_deg`` across the longer side, centred principal point."""
