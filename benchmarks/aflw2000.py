@@ -5,7 +5,7 @@ sqrt(w * h) of the ground-truth landmarks' bounding box, in percent; averaged pe
 ([0, 30], (30, 60], (60, 90]) and then over the bins (balanced mean). Reported for the landmark
 regression alone and after refinement.
 
-Every image counts. A face found only by a detector's keypoints (core.profile: BlazeFace, or SCRFD
+Every image counts. A face found only by a detector's keypoints (core.fitting.profile: BlazeFace, or SCRFD
 when LIKENESS_INSIGHTFACE_MODEL names one) is scored like any other fit. An image without any face
 is scored as if the mean ICT face, frontal, had been placed at the image centre with its landmarks
 spanning half the image's shorter side (``miss_landmarks``): a penalty of roughly the size of a
@@ -26,12 +26,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.detection import detect_face  # noqa: E402
 from core.errors import LikenessError  # noqa: E402
-from core.face_model import FaceModel  # noqa: E402
+from core.fitting.detection import detect_face  # noqa: E402
+from core.fitting.refinement import refine  # noqa: E402
+from core.geometry.face_model import FaceModel  # noqa: E402
 from core.image_io import load_image  # noqa: E402
 from core.pipeline import Pipeline, preset_settings  # noqa: E402
-from core.refinement import refine  # noqa: E402
 
 BINS = ((0, 30), (30, 60), (60, 90))
 

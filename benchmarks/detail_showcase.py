@@ -19,7 +19,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import detail as D  # noqa: E402
+from core.displacement import detail as D  # noqa: E402
 from core.pipeline import Pipeline, preset_settings  # noqa: E402
 
 DEFAULT_PHOTOS = ("vd092.png", "015259.jpg", "JianzhuGuo.jpg", "000006.jpg", "sample_2.jpg")

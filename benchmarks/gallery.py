@@ -18,8 +18,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.errors import LikenessError  # noqa: E402
-from core.export import preview_image  # noqa: E402
 from core.image_io import list_images  # noqa: E402
+from core.output.export import preview_image  # noqa: E402
 from core.pipeline import Pipeline, preset_settings  # noqa: E402
 
 

@@ -35,7 +35,7 @@ download "$OUT/b" "$(pin mediapipe)" "protobuf>=4.25.3,<5"
 python - "$OUT/b/ict_facekit.npz" <<'EOF'
 import sys
 from core import assets
-from core.face_model import load_face_model
+from core.geometry.face_model import load_face_model
 load_face_model()  # parses into the cache once
 source = assets.ict_facekit_path(download=False)
 import shutil

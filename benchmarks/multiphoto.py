@@ -40,10 +40,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.correspondence import MP68  # noqa: E402
-from core.export import preview_image  # noqa: E402
+from core.fitting.refinement import View, render_fit  # noqa: E402
+from core.geometry.correspondence import MP68  # noqa: E402
+from core.output.export import preview_image  # noqa: E402
 from core.pipeline import Pipeline, landmark_target, preset_settings  # noqa: E402
-from core.refinement import View, render_fit  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
 HRN = "hrn/assets/examples/multi_view_images"

@@ -20,11 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.detection import detect_face  # noqa: E402
 from core.errors import LikenessError  # noqa: E402
+from core.fitting.detection import detect_face  # noqa: E402
+from core.fitting.refinement import refine  # noqa: E402
 from core.image_io import list_images, load_image  # noqa: E402
 from core.pipeline import Pipeline, preset_settings  # noqa: E402
-from core.refinement import refine  # noqa: E402
 
 
 def main() -> None:

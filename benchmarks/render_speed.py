@@ -21,9 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.face_model import SKIN_POLYGONS, load_face_model  # noqa: E402
-from core.params import MODEL_TO_CAMERA, Camera  # noqa: E402
-from core.rendering import ambient_sh, project, rasterize, render, visible_faces  # noqa: E402
+from core.geometry.face_model import SKIN_POLYGONS, load_face_model  # noqa: E402
+from core.geometry.params import MODEL_TO_CAMERA, Camera  # noqa: E402
+from core.geometry.rendering import ambient_sh, project, rasterize, render, visible_faces  # noqa: E402
 
 ICT_DEFAULT = ROOT.parent / "shared" / "ict-facekit" / "ICT-FaceKit-master.zip"
 DISTANCE_M = 1.0  # the skin mesh (~0.34 m tall) fills ~90% of a 20 degree field of view

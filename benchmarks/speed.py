@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.geometry.rendering import select_device  # noqa: E402
 from core.image_io import list_images  # noqa: E402
 from core.pipeline import PRESET_NAMES, Pipeline, preset_settings  # noqa: E402
-from core.rendering import select_device  # noqa: E402
 
 
 def main() -> None:

@@ -38,12 +38,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import detail as D  # noqa: E402
-from core.clip_features import ClipSettings  # noqa: E402
-from core.params import Camera, FaceParams  # noqa: E402
+from core.appearance.texture import build_texture, fit_sh, uv_surface  # noqa: E402
+from core.displacement import detail as D  # noqa: E402
+from core.displacement.clip_features import ClipSettings  # noqa: E402
+from core.geometry.params import Camera, FaceParams  # noqa: E402
+from core.geometry.rendering import vertex_normals  # noqa: E402
 from core.pipeline import Pipeline, preset_settings  # noqa: E402
-from core.rendering import vertex_normals  # noqa: E402
-from core.texture import build_texture, fit_sh, uv_surface  # noqa: E402
 
 MM_PER_UV = 240.0  # as scripts/make_synthetic_faces.py
 BAND_MM = (0.6, 6.0)

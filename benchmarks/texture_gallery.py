@@ -3,7 +3,8 @@
 One row per photo: the photo around the face | the trusted skin pixels (the rest darkened) | the
 albedo atlas (face tile | back-of-head tile) | the unlit textured head from the photo's camera |
 the same head frontal, at +-60 degrees yaw and from behind, lit by a head light (eyeballs with
-the photo's iris colour, teeth and mouth socket in plain colours, as core.parts gives them). Prints the
+the photo's iris colour, teeth and mouth socket in plain colours, as geometry.parts
+gives them). Prints the
 texture stage's time per photo and a few numbers about the albedo (share of the atlas the photo
 coloured, distance of the completed scalp to the skin tone).
 
@@ -23,9 +24,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.face_model import SKIN_POLYGONS, triangulate  # noqa: E402
-from core.params import Camera, FaceParams  # noqa: E402
-from core.parts import (  # noqa: E402
+from core.appearance.texture import TextureSettings, scalp_weight  # noqa: E402
+from core.geometry.face_model import SKIN_POLYGONS, triangulate  # noqa: E402
+from core.geometry.params import Camera, FaceParams  # noqa: E402
+from core.geometry.parts import (  # noqa: E402
     EYE_REGIONS,
     PLAIN_COLOURS,
     eye_centre,
@@ -35,10 +37,9 @@ from core.parts import (  # noqa: E402
     polygon_kinds,
     shown_polygons,
 )
+from core.geometry.rendering import render  # noqa: E402
 from core.pipeline import Pipeline, preset_settings  # noqa: E402
 from core.reconstruction import Reconstruction  # noqa: E402
-from core.rendering import render  # noqa: E402
-from core.texture import TextureSettings, scalp_weight  # noqa: E402
 
 DEFAULT_PHOTOS = ("astronaut", "3ddfa_v3/examples/1.jpg", "deep3d/datasets/examples/vd026.png",
                   "deepface/img16.jpg", "deep3d/datasets/examples/000037.jpg",
@@ -56,7 +57,7 @@ def load(name: str, faces: Path):
 
 def _inner_parts(rec: Reconstruction) -> tuple[np.ndarray, np.ndarray]:
     """Triangles and sRGB vertex colours of what shows through the skin's openings: eyeballs
-    (sclera, iris in the photo's colour, pupil; core.parts), teeth, gums and the mouth socket."""
+    (sclera, iris in the photo's colour, pupil; core.geometry.parts), teeth, gums and the mouth socket."""
     model = rec.model
     kinds = polygon_kinds(model)
     shown = shown_polygons(model) & (np.arange(len(model.polygons)) >= SKIN_POLYGONS)

@@ -17,7 +17,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..core.parts import (
+from ..core.geometry.parts import (
     HEAD_REGIONS,
     IRIS_COS,
     PLAIN_COLOURS,

@@ -132,7 +132,7 @@ def face_model_path(options: ReconstructOptions, progress: Progress | None = Non
 
 def make_pipeline(options: ReconstructOptions, progress: Progress | None = None):
     """A ``core.pipeline.Pipeline`` with the model the options point to (downloaded if needed)."""
-    from ..core.face_model import load_face_model
+    from ..core.geometry.face_model import load_face_model
     from ..core.pipeline import Pipeline
 
     source = face_model_path(options, progress)

@@ -95,7 +95,7 @@ class DownloadFaceModel:
                              "a local ICT-FaceKit copy in the add-on preferences.")
 
         def work(progress):
-            from ..core.face_model import load_face_model
+            from ..core.geometry.face_model import load_face_model
 
             path = face_model_path(options, progress)
             progress.stage("prepare model")  # parse once into the cache: later loads take < 1 s

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LikenessError, OutputError, SettingsError
-from .export import RUN_LOCK, exclusive_lock, remove_stale
+from .output.export import RUN_LOCK, exclusive_lock, remove_stale
 from .reconstruction import file_stem
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

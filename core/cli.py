@@ -90,8 +90,8 @@ def run(inputs: list, names: list[str], args: argparse.Namespace, people: int = 
     formats = ("obj",) if args.no_glb else ("obj", "glb")
 
     def setup():
+        from .appearance.texture import TextureSettings
         from .pipeline import Pipeline, preset_settings
-        from .texture import TextureSettings
 
         settings = preset_settings(args.preset, device=args.device, face_index=args.face_index,
                                    detector=args.detector, texture=TextureSettings(scalp=args.scalp),

@@ -18,10 +18,15 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .clip_features import ENV_CHECKPOINT
-from .correspondence import Correspondence, load_correspondence
-from .detail import DetailSettings, add_detail, clip_extractor
-from .detection import (
+from .appearance.fusion import fuse, neutrality, sharpness
+from .appearance.identity import FaceRecognitionNet, embed_photo, load_identity_net
+from .appearance.skin_trust import PersonSegmenter, SkinTrust, skin_trust
+from .appearance.texture import TextureResult, TextureSettings, UVSurface, complete, unwrap, uv_surface
+from .appearance.texture_gcn import MeshGraph, TextureRefinementSettings, TextureView, refine_texture
+from .displacement.clip_features import ENV_CHECKPOINT
+from .displacement.detail import DetailSettings, add_detail, clip_extractor
+from .errors import AssetError, Cancelled, DependencyError, LikenessError, NoFaceError, PhotoSetError
+from .fitting.detection import (
     FaceDetection,
     InsightFaceDetector,
     MediaPipeMesh,
@@ -30,18 +35,10 @@ from .detection import (
     find_upright,
     make_detector,
 )
-from .errors import AssetError, Cancelled, DependencyError, LikenessError, NoFaceError, PhotoSetError
-from .eyelids import match_eyelids
-from .face_model import FaceModel, load_face_model
-from .fusion import fuse, neutrality, sharpness
-from .identity import FaceRecognitionNet, embed_photo, load_identity_net
-from .image_io import load_image
-from .params import Camera, FaceParams, unturn_params, unturn_points
-from .profile import LAYOUTS, fit_keypoints, keypoint_surface_points, profile_proposal
-from .progress import Progress
-from .reconstruction import DroppedPhoto, PhotoFit, Reconstruction
-from .refinement import RefinementResult, RefinementSettings, View, refine_joint
-from .regression import (
+from .fitting.eyelids import match_eyelids
+from .fitting.profile import LAYOUTS, fit_keypoints, keypoint_surface_points, profile_proposal
+from .fitting.refinement import RefinementResult, RefinementSettings, View, refine_joint
+from .fitting.regression import (
     LandmarkTarget,
     RegressionSettings,
     initial_params,
@@ -50,10 +47,13 @@ from .regression import (
     regress_joint,
     surface_points_for,
 )
-from .rendering import select_device
-from .skin_trust import PersonSegmenter, SkinTrust, skin_trust
-from .texture import TextureResult, TextureSettings, UVSurface, complete, unwrap, uv_surface
-from .texture_gcn import MeshGraph, TextureRefinementSettings, TextureView, refine_texture
+from .geometry.correspondence import Correspondence, load_correspondence
+from .geometry.face_model import FaceModel, load_face_model
+from .geometry.params import Camera, FaceParams, unturn_params, unturn_points
+from .geometry.rendering import select_device
+from .image_io import load_image
+from .progress import Progress
+from .reconstruction import DroppedPhoto, PhotoFit, Reconstruction
 
 PRESET_NAMES = ("fast", "balanced", "quality")
 DETAIL_GUIDANCE = ("auto", "clip", "photometric")  # Settings.detail_guidance
@@ -168,7 +168,7 @@ class Pipeline:
     @property
     def scrfd(self) -> InsightFaceDetector | None:
         """An InsightFace SCRFD detector when one is installed (optional; research-only licence), else
-        None. It proposes faces BlazeFace misses, fitted from their keypoints (core.profile)."""
+        None. It proposes faces BlazeFace misses, fitted from their keypoints (core.fitting.profile)."""
         if self.detector_backend == "insightface":
             return self.detector
         if self._scrfd is None:
@@ -233,7 +233,7 @@ class Pipeline:
 
     def surface_points(self, num_identity: int, kind: str = "mesh"):
         """Model points of the dense landmarks (``mesh``) or of a detector's keypoints (its backend
-        name, a key of ``core.profile.LAYOUTS``)."""
+        name, a key of ``core.fitting.profile.LAYOUTS``)."""
         key = (kind, num_identity)
         if key not in self._points:
             if kind == "mesh":
@@ -246,7 +246,7 @@ class Pipeline:
     def detect(self, rgb: np.ndarray, face_index: Optional[int] = None,
                source: str = "the image", faces: Optional[list[FaceDetection]] = None) -> FaceDetection:
         """One face; with dense landmarks when the landmark network accepts it, else (profiles) the most
-        confident box with keypoints, from BlazeFace or else SCRFD when installed (core.profile).
+        confident box with keypoints, from BlazeFace or else SCRFD when installed (core.fitting.profile).
         ``faces``: the detector's findings in ``rgb`` when already known."""
         try:
             return detect_face(rgb, face_index=face_index, detector=self.detector, mesh=self.mesh,
@@ -493,7 +493,7 @@ class Pipeline:
     def _refine_texture(self, photos: list[_Photo], params: list[FaceParams], texture: TextureResult,
                         settings: TextureRefinementSettings, progress: Progress,
                         warnings: list[str]) -> TextureResult:
-        """The GCN refinement (core.texture_gcn) against every photo with dense landmarks."""
+        """The GCN refinement (core.appearance.texture_gcn) against every photo with dense landmarks."""
         try:
             net = self.identity_net
         except AssetError as exc:

@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from .face_model import FaceModel
-from .params import FaceParams
+from .geometry.face_model import FaceModel
+from .geometry.params import FaceParams
 from .progress import Progress
 
 
@@ -24,7 +24,8 @@ class DetailMaps:
     detail_vertices: Optional[np.ndarray] = None  # (Vd, 3) densified detailed face mesh, metres
     detail_faces: Optional[np.ndarray] = None  # (Fd, 3) int32
     detail_uvs: Optional[np.ndarray] = None  # (Vd, 2) float32
-    guidance: str = "photometric"  # the mode that ran: "clip" or "photometric" (core.detail.GUIDANCE_MODES)
+    # the mode that ran: "clip" or "photometric" (core.displacement.detail.GUIDANCE_MODES)
+    guidance: str = "photometric"
     clip_weights: Optional[str] = None  # where the CLIP weights came from (tag, checkpoint path, random)
 
 
@@ -127,9 +128,9 @@ class Reconstruction:
              extra=None, progress: Progress | None = None) -> list[Path]:
         """Write OBJ+MTL+PNG (and GLB, EXR when detail exists) and a preview as the folder
         ``out_dir``, atomically: it holds this whole result, or stays as it was, also when
-        ``progress`` is cancelled while writing (see ``core.export.save_reconstruction``, also
+        ``progress`` is cancelled while writing (see ``core.output.export.save_reconstruction``, also
         for ``extra``)."""
-        from .export import save_reconstruction
+        from .output.export import save_reconstruction
 
         return save_reconstruction(self, Path(out_dir), formats=formats, extra=extra, progress=progress)
 

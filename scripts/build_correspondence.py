@@ -13,7 +13,8 @@ Method
    and a different pose and scale (an old ModelIO export), so it is only checked against the pbtxt through
    its UVs and hashed; its vertex ids must not be read as landmark ids.
 1. Similarity alignment (Umeyama) of the canonical mesh to the ICT neutral on the 51 inner iBUG-68 pairs
-   (``core.correspondence.MP68`` -> ``FaceModel.landmarks68``; residuals are 2.5 mm median, < 5 mm max).
+   (``core.geometry.correspondence.MP68`` -> ``FaceModel.landmarks68``; residuals are 2.5 mm median,
+   < 5 mm max).
 2. Jaw: iBUG jaw points slide along the outline, so the lower face-oval arc of MediaPipe
    (127 .. 152 .. 356) is matched to ICT's jaw landmark polyline (0 .. 8 .. 16) by normalised arc
    length on each side of the chin. The inner pairs plus these 23 jaw targets drive an interpolating
@@ -45,7 +46,7 @@ from scipy.spatial import cKDTree
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.correspondence import (  # noqa: E402
+from core.geometry.correspondence import (  # noqa: E402
     DATA_PATH,
     FACE_OVAL,
     IRIS_LEFT,
@@ -53,7 +54,7 @@ from core.correspondence import (  # noqa: E402
     MP68,
     TABLE_VERSION,
 )
-from core.face_model import FACE_POLYGONS, FaceModel, load_face_model, triangulate  # noqa: E402
+from core.geometry.face_model import FACE_POLYGONS, FaceModel, load_face_model, triangulate  # noqa: E402
 
 SCRIPT_VERSION = 1
 CM_TO_M = 0.01
@@ -244,7 +245,7 @@ def build(model: FaceModel, mediapipe_dir: Path) -> dict[str, np.ndarray]:
 
 
 def save(table: dict[str, np.ndarray], out: Path) -> None:
-    from core.export import atomic_path
+    from core.output.export import atomic_path
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:

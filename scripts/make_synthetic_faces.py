@@ -5,10 +5,11 @@ skin albedo with marks that are *not* geometry, rendered by Cycles (``bpy``), sa
 
 Per case ``<output>/<name>/``: ``photo.png`` (the Cycles render) and ``truth.npz``:
 ``displacement_mm`` (N, N) over the face UV tile (outwards along the head's smooth normals, row 0 =
-v 1, the layout of ``core.detail``'s maps), ``normal_map`` (N, N, 3) its tangent-space normal map,
+v 1, the layout of
+``core.displacement.detail``'s maps), ``normal_map`` (N, N, 3) its tangent-space normal map,
 ``folds`` / ``marks`` (N, N) bool (where the folds are; where albedo-only marks are, away from
 folds), ``albedo`` (S, 2S, 3) the skin-atlas albedo (sRGB), ``roughness`` (S, 2S), the head's
-``identity`` / ``expression`` / ``rotation`` / ``translation`` (``core.params.FaceParams``
+``identity`` / ``expression`` / ``rotation`` / ``translation`` (``core.geometry.params.FaceParams``
 conventions) and ``camera`` (focal, cx, cy, width, height); ``case.json`` the recipe.
 
 The geometry: the ICT head, Catmull-Clark subdivided twice in Blender (~1 mm apart on the face)
@@ -37,9 +38,9 @@ from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.detail import bake_normal_map, dense_face_mesh, face_tile, uv_stretch  # noqa: E402
-from core.face_model import FACE_POLYGONS, VERTEX_REGIONS, FaceModel, load_face_model  # noqa: E402
-from core.params import MODEL_TO_CAMERA, rotation_matrix  # noqa: E402
+from core.displacement.detail import bake_normal_map, dense_face_mesh, face_tile, uv_stretch  # noqa: E402
+from core.geometry.face_model import FACE_POLYGONS, VERTEX_REGIONS, FaceModel, load_face_model  # noqa: E402
+from core.geometry.params import MODEL_TO_CAMERA, rotation_matrix  # noqa: E402
 
 MM_PER_UV = 240.0  # face-tile UV unit -> mm near the eyes (outer eye corners: 0.37 uv, 89 mm)
 TRUTH_SIZE = 512  # displacement truth over the face tile
@@ -91,7 +92,7 @@ CASES = [
 
 
 def tile_grid(size: int) -> np.ndarray:
-    """(size, size, 2) tile UVs of texel centres, row 0 = v 1 (core.detail.face_tile's layout)."""
+    """(size, size, 2) tile UVs of texel centres, row 0 = v 1 (detail.face_tile's layout)."""
     centres = (np.arange(size) + 0.5) / size
     return np.stack(np.meshgrid(centres, 1 - centres, indexing="xy"), -1)
 

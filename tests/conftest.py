@@ -39,7 +39,7 @@ def face_photo(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def face_model():
-    from core.face_model import load_face_model
+    from core.geometry.face_model import load_face_model
 
     return load_face_model()  # LIKENESS_ICT_FACEKIT: the shared zip, or a parsed model on a GPU machine
 

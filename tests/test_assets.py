@@ -19,7 +19,7 @@ from conftest import ICT_ZIP, SHARED
 
 from core import assets
 from core.errors import AssetError, Cancelled
-from core.face_model import load_cache, load_face_model
+from core.geometry.face_model import load_cache, load_face_model
 from core.progress import Progress
 
 ICT_SIZE = ICT_ZIP.stat().st_size

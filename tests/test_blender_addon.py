@@ -136,7 +136,7 @@ def test_reconstruct_operator_builds_the_head(extension):
     albedo = head.data.materials[0].node_tree.nodes["Image Texture"].image
     assert albedo.packed_file is not None and albedo.size[0] == 2 * albedo.size[1]
     # The iris colour is measured in the photo around MediaPipe's iris landmarks.
-    parts = sys.modules[f"{MODULE}.core.parts"]
+    parts = sys.modules[f"{MODULE}.core.geometry.parts"]
     eye = bpy.data.materials[f"{head.name}_eye"]
     ramp = next(n for n in eye.node_tree.nodes if n.bl_idname == "ShaderNodeValToRGB").color_ramp
     iris = tuple(ramp.evaluate(0.5 * (parts.IRIS_COS + parts.PUPIL_COS)))[:3]

@@ -12,7 +12,7 @@ from conftest import face_photo, load_extension_package
 from PIL import Image
 
 from core.errors import Cancelled
-from core.params import Camera, FaceParams
+from core.geometry.params import Camera, FaceParams
 from core.progress import Progress
 from core.reconstruction import DetailMaps, Reconstruction
 

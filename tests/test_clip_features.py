@@ -1,4 +1,4 @@
-"""core.clip_features: tiny open_clip configs with random weights (no network), plus the weight
+"""core.displacement.clip_features: tiny open_clip configs with random weights (no network), plus the weight
 lookup failing fast and clearly when weights are missing."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from clip_configs import register_tiny_configs
 from conftest import face_photo
 from PIL import Image
 
-from core.clip_features import ENV_CHECKPOINT, ClipFeatureExtractor, ClipSettings
+from core.displacement.clip_features import ENV_CHECKPOINT, ClipFeatureExtractor, ClipSettings
 from core.errors import AssetError
-from core.losses import clip_consistency_loss
+from core.fitting.losses import clip_consistency_loss
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,7 +11,8 @@ import torch
 from conftest import REPO, SHARED
 from scipy.spatial import cKDTree
 
-from core.correspondence import (
+from core.errors import AssetError
+from core.geometry.correspondence import (
     DATA_PATH,
     FACE_OVAL,
     IRIS_LEFT,
@@ -20,8 +21,7 @@ from core.correspondence import (
     Correspondence,
     load_correspondence,
 )
-from core.errors import AssetError
-from core.face_model import FACE_POLYGONS, VERTEX_REGIONS
+from core.geometry.face_model import FACE_POLYGONS, VERTEX_REGIONS
 
 MP_DIR = SHARED / "mediapipe-face-geometry"
 FACE_ROWS = slice(0, 468)

@@ -12,10 +12,10 @@ import torch
 from clip_configs import register_tiny_configs
 from conftest import face_photo
 
-from core.face_model import SKIN_POLYGONS
-from core.params import MODEL_TO_CAMERA, Camera
+from core.geometry.face_model import SKIN_POLYGONS
+from core.geometry.params import MODEL_TO_CAMERA, Camera
+from core.geometry.rendering import ambient_sh, project, rasterize, render, select_device, visible_faces
 from core.pipeline import preset_settings
-from core.rendering import ambient_sh, project, rasterize, render, select_device, visible_faces
 
 pytestmark = [
     pytest.mark.cuda,
@@ -78,7 +78,7 @@ def test_cuda_render_and_gradients_match_cpu(head):
 
 
 def test_clip_features_on_cuda_match_cpu(tmp_path):
-    from core.clip_features import ClipFeatureExtractor, ClipSettings
+    from core.displacement.clip_features import ClipFeatureExtractor, ClipSettings
 
     register_tiny_configs(tmp_path)
     settings = ClipSettings("likeness-tiny-vit", pretrained=None, layers=(0, 2, 3))

@@ -1,4 +1,4 @@
-"""core.detail: dense face mesh and falloff, the detail optimisation on a real photo (tiny random
+"""core.displacement.detail: dense face mesh and falloff, the detail optimisation on a real photo (tiny random
 CLIP), loss switches, robustness (random weights, tiny face, divergence, missing weights, cancel)
 and the normal-map bake."""
 
@@ -13,13 +13,13 @@ import torch
 from clip_configs import register_tiny_configs
 from conftest import face_photo
 
-from core import detail as D
-from core.clip_features import ClipSettings
+from core.displacement import detail as D
+from core.displacement.clip_features import ClipSettings
 from core.errors import AssetError, Cancelled
-from core.face_model import FACE_POLYGONS
+from core.fitting.refinement import RefinementSettings
+from core.geometry.face_model import FACE_POLYGONS
 from core.pipeline import Pipeline, preset_settings
 from core.progress import Progress
-from core.refinement import RefinementSettings
 
 TINY_CLIP = ClipSettings("likeness-tiny-vit", pretrained=None, layers=(0, 2, 3))
 CPU = torch.device("cpu")

@@ -9,7 +9,8 @@ import pytest
 from conftest import FACES, SHARED, face_photo
 from PIL import Image
 
-from core.detection import (
+from core.errors import AssetError, FaceSelectionError, NoFaceError
+from core.fitting.detection import (
     FaceDetection,
     InsightFaceDetector,
     MediaPipeDetector,
@@ -19,7 +20,6 @@ from core.detection import (
     make_detector,
     select_face,
 )
-from core.errors import AssetError, FaceSelectionError, NoFaceError
 
 SCRFD = SHARED / "insightface-scrfd"
 SCRFD_MODELS = ["scrfd_500m_bnkps_shape320x320.onnx", "scrfd_2.5g_bnkps_shape320x320.onnx"]

@@ -1,4 +1,4 @@
-"""core.export: writers read back by independent readers (trimesh, OpenEXR, Pillow), and a
+"""core.output.export: writers read back by independent readers (trimesh, OpenEXR, Pillow), and a
 whole Reconstruction of the real ICT-FaceKit model saved atomically."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import trimesh
 from conftest import face_photo
 from PIL import Image
 
-from core import export, gltf
 from core.errors import LikenessError
-from core.face_model import triangulate
-from core.params import Camera, FaceParams
+from core.geometry.face_model import triangulate
+from core.geometry.params import Camera, FaceParams
+from core.output import export, gltf
 from core.reconstruction import DetailMaps, Reconstruction
 
 

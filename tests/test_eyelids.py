@@ -3,7 +3,7 @@
 import numpy as np
 from conftest import FACES
 
-from core.eyelids import EYES, _opening
+from core.fitting.eyelids import EYES, _opening
 from core.pipeline import preset_settings
 
 

@@ -1,4 +1,4 @@
-"""The GLB that animates anywhere (core.gltf) from a real reconstruction: read back from its JSON
+"""The GLB that animates anywhere (core.output.gltf) from a real reconstruction: read back from its JSON
 and binary chunk, checked by the Khronos glTF validator (node + tests/gltf, installed by
 scripts/test.sh) and loaded by Blender's own glTF importer."""
 
@@ -15,8 +15,8 @@ import pytest
 from conftest import REPO
 from scipy.spatial import cKDTree
 
-from core.gltf import head_glb, tangents
-from core.parts import EYE_REGIONS, eye_centre
+from core.geometry.parts import EYE_REGIONS, eye_centre
+from core.output.gltf import head_glb, tangents
 from core.reconstruction import DetailMaps
 
 VALIDATOR = REPO / "tests" / "gltf"

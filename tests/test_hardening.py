@@ -19,9 +19,9 @@ import pytest
 from conftest import ICT_ZIP, REPO, face_photo
 from PIL import Image
 
-from core import export
 from core.errors import AssetError, ImageError, OutputError, SettingsError
 from core.image_io import load_image, scan_images
+from core.output import export
 
 PHOTO = "000002.jpg"
 
@@ -199,7 +199,7 @@ def test_8_a_photo_on_its_side_or_upside_down_is_fitted_upright_and_mapped_back(
     """Without EXIF orientation, the face is fitted on the photo turned upright (and the warning says
     so), and the result is mapped back onto the photo as given: not an upright head fitted over a
     sideways or upside-down face."""
-    from core.params import unturn_points
+    from core.geometry.params import unturn_points
     from core.pipeline import preset_settings
 
     upright = fast_reconstruction  # 000002.jpg, fitted as it is
@@ -241,7 +241,7 @@ def _press_photo() -> np.ndarray:
 
 
 def test_12_the_speaker_not_the_larger_emblem_is_fitted(pipeline):
-    from core.detection import face_roll
+    from core.fitting.detection import face_roll
     from core.pipeline import preset_settings
 
     photo = _press_photo()
@@ -496,7 +496,7 @@ def test_16_a_full_cache_disk_is_a_warning_not_noise(tmp_path):
     """A file-size limit stands in for a full disk: the ~50 MB model cache cannot be written."""
     script = ("import resource, signal, sys, warnings; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
               "resource.setrlimit(resource.RLIMIT_FSIZE, (5_000_000, 5_000_000)); "
-              "from core.face_model import load_face_model; "
+              "from core.geometry.face_model import load_face_model; "
               "warnings.simplefilter('always'); load_face_model(sys.argv[1], cache_dir=sys.argv[2])")
     result = subprocess.run([sys.executable, "-c", script, str(ICT_ZIP), str(tmp_path / "cache")], cwd=REPO,
                             capture_output=True, text=True, timeout=600)

@@ -1,4 +1,4 @@
-"""core.identity: the torch port of face-api's (dlib's) face-recognition network on real photos."""
+"""core.appearance.identity: the torch port of face-api's (dlib's) face-recognition network on real photos."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ import pytest
 import torch
 from conftest import FACES
 
-from core.detection import detect_face
-from core.identity import chip_transform, embed, embed_photo, extract_chip, five_points, load_identity_net
+from core.appearance.identity import (
+    chip_transform,
+    embed,
+    embed_photo,
+    extract_chip,
+    five_points,
+    load_identity_net,
+)
+from core.fitting.detection import detect_face
 from core.image_io import load_image
 
 DEEPFACE = FACES / "deepface"

@@ -1,4 +1,4 @@
-"""core.losses: zero for identical inputs, positive otherwise, differentiable, masks respected."""
+"""core.fitting.losses: zero for identical inputs, positive otherwise, differentiable, masks respected."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from conftest import face_photo
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from core.face_model import FACE_POLYGONS
-from core.losses import (
+from core.fitting.losses import (
     clip_consistency_loss,
     frequency_band_losses,
     frequency_wing_loss,
@@ -21,6 +20,7 @@ from core.losses import (
     symmetry_loss,
     wing_loss,
 )
+from core.geometry.face_model import FACE_POLYGONS
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import REPO, face_photo
 
-from core import detail as D
+from core.appearance.texture_gcn import TextureRefinementSettings
+from core.displacement import detail as D
 from core.pipeline import preset_settings
 from core.reconstruction import PhotoFit
-from core.texture_gcn import TextureRefinementSettings
 
 PERSON = ("img13.jpg", "img14.jpg", "img15.jpg")  # deepface person01, three photos
 STRANGER = "img4.jpg"  # deepface person00

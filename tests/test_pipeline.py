@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import face_photo
 
+from core.appearance.texture_gcn import TextureRefinementSettings
 from core.errors import Cancelled, FaceSelectionError, ImageError, NoFaceError
+from core.fitting.refinement import RefinementSettings
 from core.pipeline import preset_settings
 from core.progress import Progress
-from core.refinement import RefinementSettings
-from core.texture_gcn import TextureRefinementSettings
 
 
 def test_reconstruction_is_complete_and_consistent(fast_reconstruction):

@@ -1,4 +1,4 @@
-"""Profiles the dense landmark network rejects are still found and fitted (core.profile)."""
+"""Profiles the dense landmark network rejects are still found and fitted (core.fitting.profile)."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from conftest import AFLW, SHARED
 from core.image_io import load_image
 from core.pipeline import Pipeline, preset_settings
 
-# AFLW2000-3D dev: yaw 75 deg; BlazeFace finds it, FaceMesh rejects it (a miss before core.profile).
+# AFLW2000-3D dev: yaw 75 deg; BlazeFace finds it, FaceMesh rejects it (a miss before core.fitting.profile).
 PROFILE = "image01657.jpg"
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from core.params import Camera
-from core.refinement import Crop
+from core.fitting.refinement import Crop
+from core.geometry.params import Camera
 
 
 def test_crop_maps_points_pixels_and_camera_consistently():
@@ -35,10 +35,10 @@ def test_refined_geometry_explains_held_out_pixels_better(pipeline):
 
     from conftest import face_photo
 
-    from core.detection import detect_face
+    from core.fitting.detection import detect_face
+    from core.fitting.refinement import refine
     from core.image_io import load_image
     from core.pipeline import preset_settings
-    from core.refinement import refine
 
     rgb = load_image(face_photo("000002.jpg")).rgb
     det = detect_face(rgb, detector=pipeline.detector)

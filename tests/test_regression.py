@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from core.params import Camera, FaceParams
-from core.regression import (
+from core.fitting.regression import (
     LandmarkTarget,
     RegressionSettings,
     SurfacePoints,
@@ -12,6 +11,7 @@ from core.regression import (
     regress,
     regress_joint,
 )
+from core.geometry.params import Camera, FaceParams
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import torch
 from scipy import ndimage
 
 from core.errors import SettingsError
-from core.face_model import FACE_POLYGONS
-from core.params import MODEL_TO_CAMERA, Camera
-from core.rendering import (
+from core.geometry.face_model import FACE_POLYGONS
+from core.geometry.params import MODEL_TO_CAMERA, Camera
+from core.geometry.rendering import (
     ambient_sh,
     interpolate,
     interpolate_corners,

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from core.appearance.skin_mask import face_mask
+from core.appearance.texture import mirror_atlas, push_pull_fill, uv_surface
 from core.errors import LikenessError
-from core.skin_mask import face_mask
-from core.texture import mirror_atlas, push_pull_fill, uv_surface
 
 
 def test_push_pull_keeps_known_and_fills_smoothly():
@@ -88,8 +88,8 @@ def test_texels_seen_through_non_skin_are_untrusted(fast_reconstruction, pipelin
 
 
 def test_scalp_is_skin_tone_not_hair_and_hair_mode_keeps_hair(fast_reconstruction, pipeline):
-    from core.detection import detect_face
-    from core.texture import TextureSettings, build_texture, scalp_weight
+    from core.appearance.texture import TextureSettings, build_texture, scalp_weight
+    from core.fitting.detection import detect_face
 
     rec = fast_reconstruction
     surface = pipeline.uv_surface(rec.albedo.shape[0])

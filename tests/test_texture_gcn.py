@@ -1,4 +1,4 @@
-"""core.texture_gcn: the graph-network texture refinement on a real reconstruction."""
+"""core.appearance.texture_gcn: the graph-network texture refinement on a real reconstruction."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 from conftest import face_photo
 
-from core.detection import FaceDetection
-from core.face_model import SKIN_POLYGONS
-from core.identity import load_identity_net
-from core.pipeline import Pipeline, preset_settings
-from core.texture import build_texture, uv_surface
-from core.texture_gcn import (
+from core.appearance.identity import load_identity_net
+from core.appearance.texture import build_texture, uv_surface
+from core.appearance.texture_gcn import (
     MeshGraph,
     TextureRefinementSettings,
     TextureView,
@@ -19,6 +16,9 @@ from core.texture_gcn import (
     sample_atlas,
     vertex_uvs,
 )
+from core.fitting.detection import FaceDetection
+from core.geometry.face_model import SKIN_POLYGONS
+from core.pipeline import Pipeline, preset_settings
 
 SETTINGS = TextureRefinementSettings(iterations=12, resolution=128)
 

@@ -2,10 +2,10 @@
 
 Two steps, kept apart so that several photos can be fused between them:
 
-``unwrap`` (one photo): every texel of the skin atlas (core.face_model.FaceModel.atlas_uvs) gets
+``unwrap`` (one photo): every texel of the skin atlas (core.geometry.face_model.FaceModel.atlas_uvs) gets
 a 3D point on the fitted head; projecting it into the photo gives its colour. Its weight is the
 product of the geometric visibility (z-buffer, angle to the camera) and the photo's skin trust
-(core.skin_trust): a texel seen only through hair, background, glasses or clothes counts as
+(core.appearance.skin_trust): a texel seen only through hair, background, glasses or clothes counts as
 unseen. The light is a robust luminance SH fit on trusted skin only; dividing by it removes the
 shading, and texels far brighter or darker than the diffuse model (specular highlights, cast
 shadows) are clamped to it and lose weight instead of being baked in.
@@ -28,10 +28,10 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from .errors import LikenessError
-from .face_model import SKIN_POLYGONS, FaceModel
-from .params import FaceParams
-from .rendering import rasterize, sh_basis, vertex_normals
+from ..errors import LikenessError
+from ..geometry.face_model import SKIN_POLYGONS, FaceModel
+from ..geometry.params import FaceParams
+from ..geometry.rendering import rasterize, sh_basis, vertex_normals
 from .skin_trust import SkinTrust
 
 # Visibility weight ramps up between these cosines of the angle between normal and view ray.
@@ -56,7 +56,7 @@ class TextureSettings:
 @dataclass
 class Unwrap:
     """One photo's evidence in the skin atlas, before completion: what a fusion of several photos
-    combines per texel (core.fusion)."""
+    combines per texel (core.appearance.fusion)."""
 
     albedo: np.ndarray  # (S, 2S, 3) float32 de-lit colour in [0, 1], 0 where weight is 0
     weight: np.ndarray  # (S, 2S) float32 in [0, 1]: visibility x skin trust x de-light inlier
@@ -188,7 +188,7 @@ def _sample_map(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
 def fit_sh(colors: np.ndarray, normals: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Least-squares SH lighting (9, 3) explaining ``colors`` (N, 3) at ``normals`` (N, 3) for a
     constant unit albedo: used when refinement did not estimate the light."""
-    from .rendering import sh_basis
+    from ..geometry.rendering import sh_basis
 
     basis = sh_basis(torch.from_numpy(normals)).numpy()
     sw = np.sqrt(weights)[:, None]
@@ -388,7 +388,7 @@ def build_texture(model: FaceModel, rgb: np.ndarray, params: FaceParams, size: i
                   surface: UVSurface | None = None, skin: SkinTrust | None = None,
                   settings: TextureSettings | None = None) -> TextureResult:
     """De-lit, completed skin-atlas albedo (size, 2*size) for fitted ``params`` on photo ``rgb``;
-    ``skin`` says which photo pixels may colour skin (core.skin_trust). Pass the ``uv_surface``
+    ``skin`` says which photo pixels may colour skin (core.appearance.skin_trust). Pass the ``uv_surface``
     of this model and size to reuse it across photos."""
     surface = surface or uv_surface(model, size)
     evidence = unwrap(model, rgb, params, surface, skin)

@@ -9,7 +9,7 @@ views, each with its own pose, camera and light), against
   skin pixels; each view's light is fitted once to the coarse albedo on those pixels (the texture
   stage de-lit with its own light, whose scale and colour differ from refinement's), so the network
   corrects what the coarse albedo gets wrong, not the light;
-- an identity loss: cosine distance between face-recognition embeddings (core.identity) of each
+- an identity loss: cosine distance between face-recognition embeddings (core.appearance.identity) of each
   view's render (the head alone, on grey: it has to carry the likeness without the photo's hair and
   background around it) and of its photo;
 - a per-vertex loss keeping the colour of vertices no photo showed (or showed through untrusted
@@ -34,14 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .detection import FaceDetection
-from .face_model import SKIN_POLYGONS, FaceModel
+from ..fitting.detection import FaceDetection
+from ..fitting.losses import photometric_loss
+from ..fitting.refinement import Crop
+from ..geometry.face_model import SKIN_POLYGONS, FaceModel
+from ..geometry.params import FaceParams
+from ..geometry.rendering import cpu_threads, project, rasterize, sh_basis, shade, vertex_normals
+from ..progress import Progress
 from .identity import FaceRecognitionNet, chip_transform, embed, five_points
-from .losses import photometric_loss
-from .params import FaceParams
-from .progress import Progress
-from .refinement import Crop
-from .rendering import cpu_threads, project, rasterize, sh_basis, shade, vertex_normals
 from .skin_mask import skin_mask
 from .texture import TextureResult, UVSurface, push_pull_fill
 

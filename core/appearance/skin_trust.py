@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .correspondence import FACE_OVAL
-from .native_log import quiet_mediapipe
+from ..geometry.correspondence import FACE_OVAL
+from ..native_log import quiet_mediapipe
 from .skin_mask import face_mask, part_masks, skin_mask
 
 NOSE_TIP = 1
@@ -121,7 +121,7 @@ class PersonSegmenter:
 
     @quiet_mediapipe.wrap
     def __init__(self):
-        from .detection import _import_mediapipe, _opened
+        from ..fitting.detection import _import_mediapipe, _opened
 
         mp = _import_mediapipe()
         self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)

@@ -8,7 +8,7 @@ most of them, with six keypoints (eyes, nose tip, mouth centre, ear tragions) th
 proposal is fitted rigidly (identity and expression held near the mean by strong priors) to those
 keypoints, from several starting yaws, keeping the best. Where BlazeFace finds nothing (a hand
 over a profile's chin, AFLW2000-3D image01591) an InsightFace SCRFD model, when one is installed
-(research-only licence, core.detection.default_insightface_model), proposes a box with five
+(research-only licence, core.fitting.detection.default_insightface_model), proposes a box with five
 keypoints that are fitted the same way. The result is coarse but it is a face where there used to
 be none; the pipeline marks it with a warning and skips the photometric refinement, whose skin
 mask needs the dense landmarks.
@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .correspondence import IRIS_LEFT, IRIS_RIGHT, Correspondence
+from ..geometry.correspondence import IRIS_LEFT, IRIS_RIGHT, Correspondence
+from ..geometry.face_model import VERTEX_REGIONS, FaceModel
+from ..geometry.params import Camera, FaceParams
 from .detection import FaceDetection
-from .face_model import VERTEX_REGIONS, FaceModel
-from .params import Camera, FaceParams
 from .regression import LandmarkTarget, RegressionSettings, SurfacePoints, regress
 
 

@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 
-from .errors import AssetError, DependencyError
+from ..errors import AssetError, DependencyError
 
 ENV_CHECKPOINT = "LIKENESS_CLIP_CHECKPOINT"
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")

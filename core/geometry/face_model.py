@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AssetError
+from ..errors import AssetError
 
 MODEL_DIR = "FaceXModel"
 NUM_IDENTITY = 100
@@ -240,7 +240,7 @@ _ARRAYS = ("neutral", "identity_basis", "expression_basis", "polygons", "polygon
 
 
 def save_cache(model: FaceModel, path: Path) -> None:
-    from .export import atomic_path
+    from ..output.export import atomic_path
 
     arrays = {name: getattr(model, name) for name in _ARRAYS}
     arrays["expression_names"] = np.array(model.expression_names)
@@ -271,7 +271,7 @@ def load_cache(path: Path) -> FaceModel | None:
 def load_face_model(source: str | Path | None = None, cache_dir: str | Path | None = None) -> FaceModel:
     """The ICT-FaceKit model: from ``source`` (zip, folder or parsed ``.npz``) if given, else located
     or downloaded by ``core.assets``; parsed once and then served from the ``.npz`` cache."""
-    from . import assets
+    from .. import assets
 
     source = Path(source) if source is not None else assets.ict_facekit_path(cache_dir=cache_dir)
     if source.suffix == ".npz":  # an already parsed model, e.g. another machine's cache file

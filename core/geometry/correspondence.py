@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AssetError
+from ..errors import AssetError
 
-DATA_PATH = Path(__file__).parent / "data" / "mediapipe_to_ict.npz"
+DATA_PATH = Path(__file__).parents[1] / "data" / "mediapipe_to_ict.npz"
 TABLE_VERSION = 1
 
 # MediaPipe's FACEMESH_FACE_OVAL as one closed loop (forehead top, then the subject's left side

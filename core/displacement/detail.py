@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from .clip_features import ClipFeatureExtractor, ClipSettings
-from .face_model import FACE_POLYGONS, SKIN_POLYGONS, VERTEX_REGIONS, FaceModel
-from .losses import (
+from ..appearance.skin_mask import holdout_checkerboard, skin_mask
+from ..appearance.texture import fit_sh, uv_surface
+from ..fitting.losses import (
     clip_consistency_loss,
     frequency_wing_loss,
     laplacian_smoothness,
@@ -46,10 +46,9 @@ from .losses import (
     photometric_loss,
     symmetry_loss,
 )
-from .progress import Progress
-from .reconstruction import DetailMaps, Reconstruction
-from .refinement import CROP_MARGIN, Crop
-from .rendering import (
+from ..fitting.refinement import CROP_MARGIN, Crop
+from ..geometry.face_model import FACE_POLYGONS, SKIN_POLYGONS, VERTEX_REGIONS, FaceModel
+from ..geometry.rendering import (
     Fragments,
     cpu_threads,
     interpolate,
@@ -61,8 +60,9 @@ from .rendering import (
     shade,
     vertex_normals,
 )
-from .skin_mask import holdout_checkerboard, skin_mask
-from .texture import fit_sh, uv_surface
+from ..progress import Progress
+from ..reconstruction import DetailMaps, Reconstruction
+from .clip_features import ClipFeatureExtractor, ClipSettings
 
 FACE_VERTICES = VERTEX_REGIONS["face"][1]
 NARROW_FACE_VERTICES = VERTEX_REGIONS["narrow_face"][1]
@@ -72,7 +72,7 @@ RANDOM_CLIP_WARNING = (
     "CLIP weights are random (pretrained=None): detail is not CLIP-guided in any meaningful sense"
 )
 GUIDANCE_MODES = ("clip", "photometric")  # clip: CLIP + photometric + frequency; photometric: no CLIP
-# Low, mid, high radial bands (core.losses.DEFAULT_BANDS): the high band is mostly pores, hair and
+# Low, mid, high radial bands (core.fitting.losses.DEFAULT_BANDS): the high band is mostly pores, hair and
 # JPEG noise, which a displacement should not chase.
 FREQUENCY_BAND_WEIGHTS = (1.0, 1.0, 0.25)
 PARAMETER_BLUR_TEXELS = 1.0  # Gaussian sigma, see DetailObjective.field

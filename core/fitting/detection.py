@@ -30,8 +30,8 @@ from typing import Optional, Protocol
 import cv2
 import numpy as np
 
-from .errors import AssetError, DependencyError, FaceSelectionError, NoFaceError
-from .native_log import quiet_mediapipe
+from ..errors import AssetError, DependencyError, FaceSelectionError, NoFaceError
+from ..native_log import quiet_mediapipe
 
 # MediaPipe's own region of interest: a square 1.5 times the face box (BlazeFace's or the landmarks'),
 # rotated so the eyes are level. SCRFD boxes are ~1.2 times larger than BlazeFace's: 1.25 fitted most

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .face_model import FaceModel
-from .params import FaceParams
+from ..geometry.face_model import FaceModel
+from ..geometry.params import FaceParams
 
 CLOSED_RATIO = 0.12  # MediaPipe lid gap / eye width below this: the eye is closed in the photo
 TOLERANCE = 0.01  # openings this close are left as fitted

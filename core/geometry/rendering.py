@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import SettingsError
+from ..errors import SettingsError
 from .params import Camera
 
 

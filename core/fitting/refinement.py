@@ -16,13 +16,10 @@ import cv2
 import numpy as np
 import torch
 
-from .detection import FaceDetection
-from .face_model import SKIN_POLYGONS, VERTEX_REGIONS, FaceModel
-from .losses import photometric_loss
-from .params import MODEL_TO_CAMERA, Camera, FaceParams
-from .progress import Progress
-from .regression import LandmarkTarget, SurfacePoints
-from .rendering import (
+from ..appearance.skin_mask import holdout_checkerboard, skin_mask
+from ..geometry.face_model import SKIN_POLYGONS, VERTEX_REGIONS, FaceModel
+from ..geometry.params import MODEL_TO_CAMERA, Camera, FaceParams
+from ..geometry.rendering import (
     ambient_sh,
     cpu_threads,
     interpolate,
@@ -34,7 +31,10 @@ from .rendering import (
     shade,
     vertex_normals,
 )
-from .skin_mask import holdout_checkerboard, skin_mask
+from ..progress import Progress
+from .detection import FaceDetection
+from .losses import photometric_loss
+from .regression import LandmarkTarget, SurfacePoints
 
 SKIN_VERTICES = VERTEX_REGIONS["head_neck"][1]  # skin polygons only use vertices below this
 ALBEDO_SHAPE = (16, 32)  # coarse skin-atlas albedo (rows, cols): tone, not detail

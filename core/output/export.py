@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import DependencyError, LikenessError, OutputError
-from .face_model import FaceModel, triangulate
-from .gltf import head_glb
-from .params import Camera, FaceParams
-from .parts import (
+from ..errors import DependencyError, LikenessError, OutputError
+from ..geometry.face_model import FaceModel, triangulate
+from ..geometry.params import Camera, FaceParams
+from ..geometry.parts import (
     EYE_REGIONS,
     PLAIN_COLOURS,
     eye_centre,
@@ -38,8 +37,9 @@ from .parts import (
     shown_polygons,
     tile_uvs,
 )
-from .progress import Progress
-from .reconstruction import PhotoFit, Reconstruction
+from ..progress import Progress
+from ..reconstruction import PhotoFit, Reconstruction
+from .gltf import head_glb
 
 FORMATS = ("obj", "glb")
 # 16-bit displacement PNG: value = DISPLACEMENT_MID_LEVEL + mm / DISPLACEMENT_UNIT_MM.
@@ -150,7 +150,7 @@ def write_mtl(path: str | Path, materials: dict[str, dict[str, str]]) -> None:
 
 
 def obj_materials(rec: Reconstruction) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The head's polygons without the helper shells (see ``core.parts``), their OBJ material
+    """The head's polygons without the helper shells (see ``core.geometry.parts``), their OBJ material
     names (``likeness_skin``, ``likeness_eye_L`` ...) and the uv table: the skin's atlas UVs, every
     other part's UVs in its own tile."""
     shown = shown_polygons(rec.model)
@@ -552,10 +552,11 @@ def _preview_colours(model: FaceModel, iris: tuple[float, float, float]) -> np.n
 def _shaded_mesh(model: FaceModel, vertices: np.ndarray, params: FaceParams,
                  colours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Headlight Lambert shading (H, W) in [0, 1], coverage mask and the interpolated vertex
-    ``colours`` (H, W, 3) of the head's parts (``core.parts``: no helper shells) seen by ``params``."""
+    ``colours`` (H, W, 3) of the head's parts (``core.geometry.parts``: no helper shells)
+    seen by ``params``."""
     import torch
 
-    from .rendering import interpolate, render
+    from ..geometry.rendering import interpolate, render
 
     faces = torch.from_numpy(triangulate(model.polygons[shown_polygons(model)]).astype(np.int64))
     verts_cam = torch.from_numpy(params.to_camera(vertices).astype(np.float32))

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .face_model import triangulate
-from .parts import (
+from ..geometry.face_model import triangulate
+from ..geometry.parts import (
     EYE_REGIONS,
     PARTS,
     PLAIN_COLOURS,
@@ -33,7 +33,7 @@ from .parts import (
     eye_textures,
     tile_uvs,
 )
-from .reconstruction import Reconstruction
+from ..reconstruction import Reconstruction
 
 FLOAT, UINT32 = 5126, 5125
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -215,7 +215,7 @@ def _mesh(builder: _Builder, rec: Reconstruction, name: str, regions, origin: np
 
 
 def head_glb(rec: Reconstruction, eyes: dict[str, np.ndarray] | None = None) -> bytes:
-    """The GLB file's bytes (see the module docstring); ``eyes``: ``core.parts.eye_textures(rec)``
+    """The GLB file's bytes (see the module docstring); ``eyes``: ``core.geometry.parts.eye_textures(rec)``
     when the caller has them already."""
     builder = _Builder()
     materials = _materials(builder, rec, eyes if eyes is not None else eye_textures(rec))

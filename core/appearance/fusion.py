@@ -1,6 +1,7 @@
 """Several photos of one face -> one skin atlas.
 
-Per texel, each photo's trust (visible, facing the camera, trusted skin: core.texture) is scaled by how
+Per texel, each photo's trust (visible, facing the camera, trusted skin:
+core.appearance.texture) is scaled by how
 finely that photo resolves the texel (pixels per metre relative to the best photo there) and
 by the photo's sharpness, and on the face parts (eyes, brows, lips, nostrils) by how neutral
 the photo's expression is: a smile or a squint reshapes them more than the fitted expression

@@ -1,7 +1,7 @@
 """Landmarks -> morphable-model parameters by damped Gauss-Newton with priors.
 
 The 478 MediaPipe landmarks are 2D projections of a dense 3D face mesh, so each one has a fixed
-surface point on the ICT face (core.correspondence). We solve for head pose, translation,
+surface point on the ICT face (core.geometry.correspondence). We solve for head pose, translation,
 identity and ARKit expression weights so that those surface points project onto the landmarks,
 with Gaussian priors on identity (coefficients are in standard deviations) and a small L2 pull
 on expressions kept inside [0, 1] by projection. Jacobians on a
@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from .face_model import FaceModel
-from .params import MODEL_TO_CAMERA, Camera, FaceParams, rotation_matrix
+from ..geometry.face_model import FaceModel
+from ..geometry.params import MODEL_TO_CAMERA, Camera, FaceParams, rotation_matrix
 
 if TYPE_CHECKING:
-    from .correspondence import Correspondence
+    from ..geometry.correspondence import Correspondence
 
 # Typical distance between the outer eye corners of an adult head, for the initial depth.
 EYE_CORNER_DISTANCE_M = 0.095

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .assets import FACE_API_MANIFEST, face_api_dir
-from .errors import AssetError
-from .progress import Progress
+from ..assets import FACE_API_MANIFEST, face_api_dir
+from ..errors import AssetError
+from ..progress import Progress
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25

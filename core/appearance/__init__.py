@@ -1,0 +1,1 @@
+"""Texture: which pixels show skin, de-lit UV albedo, completion, GCN refinement and the identity network."""

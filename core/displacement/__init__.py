@@ -1,0 +1,1 @@
+"""Detail: mid-frequency UV displacement guided by photometric and CLIP feature-consistency losses."""

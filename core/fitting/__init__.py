@@ -1,0 +1,1 @@
+"""Detect, regress and refine: from a photo's landmarks and pixels to fitted face parameters."""
