@@ -1,6 +1,8 @@
 """Texture gallery: what the photo may colour, the albedo atlas, and the textured head turned around.
 
-One row per photo: the photo around the face | the trusted skin pixels (the rest darkened) | the
+One row per photo: the photo around the face | the same with the estimated light colour divided
+out (core.appearance.white_balance: the albedo's white balance) | the trusted skin pixels (the rest
+darkened) | the
 albedo atlas (face tile | back-of-head tile) | the unlit textured head from the photo's camera |
 the same head frontal, at +-60 degrees yaw and from behind, lit by a head light (eyeballs with
 the photo's iris colour, teeth and mouth socket in plain colours, as geometry.parts
@@ -8,7 +10,8 @@ gives them). Prints the
 texture stage's time per photo and a few numbers about the albedo (share of the atlas the photo
 coloured, distance of the completed scalp to the skin tone).
 
-    python benchmarks/texture_gallery.py [--preset fast] [--out docs/texture_gallery.jpg] [photos...]
+    python benchmarks/texture_gallery.py [--preset fast] [--white-balance off]
+        [--out docs/texture_gallery.jpg] [photos...]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.appearance.texture import TextureSettings, scalp_weight  # noqa: E402
+from core.appearance.white_balance import Illuminant, remove_illuminant  # noqa: E402
 from core.geometry.face_model import SKIN_POLYGONS, triangulate  # noqa: E402
 from core.geometry.params import Camera, FaceParams  # noqa: E402
 from core.geometry.parts import (  # noqa: E402
@@ -113,8 +117,14 @@ def head_render(rec: Reconstruction, cell: int, yaw: float | None) -> np.ndarray
     return (img.numpy() * 255).clip(0, 255).astype(np.uint8)
 
 
-def photo_cells(rec: Reconstruction, cell: int) -> tuple[np.ndarray, np.ndarray]:
-    """The photo around the face, and the same with untrusted pixels darkened and tinted."""
+def light_of(rec: Reconstruction) -> np.ndarray:
+    """The light colour divided out of the albedo (ones when white balance was off)."""
+    return np.array([rec.metrics.get(f"illuminant_{c}", 1.0) for c in "rgb"])
+
+
+def photo_cells(rec: Reconstruction, cell: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The photo around the face, the same white-balanced, and with untrusted pixels darkened and
+    tinted."""
     x0, y0, x1, y1 = rec.face_box
     side = 2 * max(x1 - x0, y1 - y0)
     box = ((x0 + x1 - side) / 2, (y0 + y1 - side) / 2, (x0 + x1 + side) / 2, (y0 + y1 + side) / 2)
@@ -123,7 +133,8 @@ def photo_cells(rec: Reconstruction, cell: int) -> tuple[np.ndarray, np.ndarray]
     mask = Image.fromarray((trust * 255).astype(np.uint8)).crop(tuple(map(round, box))).resize((cell, cell))
     t = np.asarray(mask, np.float32)[..., None] / 255
     shown = np.asarray(photo, np.float32) * (0.2 + 0.8 * t) + (1 - t) * np.array([60.0, 0, 60.0])
-    return np.asarray(photo), shown.clip(0, 255).astype(np.uint8)
+    balanced = remove_illuminant(np.asarray(photo, np.float32) / 255, Illuminant(light_of(rec), 1.0))
+    return np.asarray(photo), (balanced * 255 + 0.5).astype(np.uint8), shown.clip(0, 255).astype(np.uint8)
 
 
 def main() -> None:
@@ -134,27 +145,31 @@ def main() -> None:
     parser.add_argument("--faces", type=Path, default=repo.parent / "shared" / "faces")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--scalp", choices=("skin", "hair"), default="skin")
+    parser.add_argument("--white-balance", choices=("auto", "off"), default="auto")
     parser.add_argument("--cell", type=int, default=150)
     parser.add_argument("--out", type=Path, default=repo / "docs" / "texture_gallery.jpg")
     args = parser.parse_args()
 
     pipeline = Pipeline()
-    settings = preset_settings(args.preset, texture=TextureSettings(scalp=args.scalp))
+    settings = preset_settings(args.preset, texture=TextureSettings(scalp=args.scalp,
+                                                                     white_balance=args.white_balance))
     rows = []
     for name in args.photos:
         start = time.perf_counter()
         rec = pipeline.run(load(name, args.faces), settings)
         total = time.perf_counter() - start
-        photo, trusted = photo_cells(rec, args.cell)
+        photo, balanced, trusted = photo_cells(rec, args.cell)
         atlas = np.asarray(Image.fromarray(rec.albedo).resize((2 * args.cell, args.cell), Image.LANCZOS))
         views = [head_render(rec, args.cell, yaw) for yaw in VIEW_YAWS]
-        rows.append(np.concatenate([photo, trusted, atlas, *views], axis=1))
+        rows.append(np.concatenate([photo, balanced, trusted, atlas, *views], axis=1))
         scalp = scalp_weight(rec.model, pipeline.uv_surface(settings.texture_size)) > 0.9
         seen = rec.albedo_trust > 0.5
         tone = np.median(rec.albedo[seen], 0)
         scalp_dist = np.abs(np.median(rec.albedo[scalp], 0) - tone).max()
         print(f"{Path(name).name}: total {total:.1f} s, texture {rec.timings['texture']:.2f} s, "
               f"trusted texels {seen.mean():.1%}, skin tone {tone.tolist()}, "
+              f"light {light_of(rec).round(3).tolist()} "
+              f"(confidence {rec.metrics.get('illuminant_confidence', 0):.2f}), "
               f"scalp median - tone (max channel) {scalp_dist:.0f}/255")
     grid = np.concatenate(rows, axis=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)

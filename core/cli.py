@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-glb", action="store_true", help="write OBJ only")
         p.add_argument("--scalp", choices=("skin", "hair"), default="skin",
                        help="scalp colour: the skin tone (default) or the photo's hair colour (a cap)")
+        p.add_argument("--white-balance", choices=("auto", "off"), default="auto",
+                       help="auto: divide the photo's light colour out of the albedo (default); "
+                            "off: keep the photo's white balance")
         p.add_argument("--detail", choices=("auto", "clip", "photometric"), default="auto",
                        help="detail guidance of the quality preset: clip (CLIP + photometric + frequency), "
                             "photometric (offline); auto: clip when CLIP weights exist, else photometric")
@@ -93,8 +96,9 @@ def run(inputs: list, names: list[str], args: argparse.Namespace, people: int = 
         from .appearance.texture import TextureSettings
         from .pipeline import Pipeline, preset_settings
 
+        texture = TextureSettings(scalp=args.scalp, white_balance=args.white_balance)
         settings = preset_settings(args.preset, device=args.device, face_index=args.face_index,
-                                   detector=args.detector, texture=TextureSettings(scalp=args.scalp),
+                                   detector=args.detector, texture=texture,
                                    detail_guidance=args.detail)
         pipeline = Pipeline(detector_backend=args.detector)
         pipeline.prepare(settings)

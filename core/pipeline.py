@@ -21,7 +21,15 @@ import numpy as np
 from .appearance.fusion import fuse, neutrality, sharpness
 from .appearance.identity import FaceRecognitionNet, embed_photo, load_identity_net
 from .appearance.skin_trust import PersonSegmenter, SkinTrust, skin_trust
-from .appearance.texture import TextureResult, TextureSettings, UVSurface, complete, unwrap, uv_surface
+from .appearance.texture import (
+    TextureResult,
+    TextureSettings,
+    UVSurface,
+    complete,
+    photo_illuminant,
+    unwrap,
+    uv_surface,
+)
 from .appearance.texture_gcn import MeshGraph, TextureRefinementSettings, TextureView, refine_texture
 from .displacement.clip_features import ENV_CHECKPOINT
 from .displacement.detail import DetailSettings, add_detail, clip_extractor
@@ -479,9 +487,14 @@ class Pipeline:
         """Unwrap every photo's trusted skin, fuse the best-seen skin per texel, complete what none
         saw."""
         surface = self.uv_surface(size)
-        for photo in photos:
+        views = []
+        for photo, photo_params in zip(photos, params):  # each photo's own light colour out before fusing
             photo.skin = self.skin_trust(photo.rgb, photo.detection)
-        views = [unwrap(self.model, p.rgb, q, surface, p.skin) for p, q in zip(photos, params)]
+            landmarks = photo.detection.landmarks if photo.detection.is_dense else None
+            illuminant = photo_illuminant(photo.rgb, landmarks, photo.skin, settings)
+            if illuminant is not None:
+                photo.metrics.update(illuminant.metrics())
+            views.append(unwrap(self.model, photo.rgb, photo_params, surface, photo.skin, illuminant))
         fused, gains = fuse(views, [sharpness(p.rgb, p.detection.box) for p in photos],
                             [neutrality(q.expression) for q in params])
         for photo, gain in zip(photos, gains):

@@ -2,6 +2,10 @@
 skin albedo with marks that are *not* geometry, rendered by Cycles (``bpy``), saved with their truth.
 
     python scripts/make_synthetic_faces.py --output out/synthetic [--cases 6] [--size 512] [--samples 24]
+        [--light-tint R G B]
+
+``--light-tint`` colours the whole illumination (the three lights and the world) by linear RGB
+factors, as a tinted room would: the albedo truth stays the same (for white-balance checks).
 
 Per case ``<output>/<name>/``: ``photo.png`` (the Cycles render) and ``truth.npz``:
 ``displacement_mm`` (N, N) over the face UV tile (outwards along the head's smooth normals, row 0 =
@@ -292,7 +296,7 @@ def head_mesh(model: FaceModel, vertices: np.ndarray):
 
 def render_cycles(case: Case, verts, polys, corner_uvs, materials, model: FaceModel, albedo: np.ndarray,
                   roughness: np.ndarray, disp_mm: np.ndarray, params: dict, size: int, samples: int,
-                  path: Path) -> None:
+                  path: Path, tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
     """Catmull-Clark subdivision (2 levels: ~1 mm apart on the face, and smooth, unlike a flat
     midpoint subdivision whose facets would shade like the coarse mesh), then Blender's Displace
     modifier along the subdivided surface's normals from the face tile's displacement."""
@@ -355,6 +359,7 @@ def render_cycles(case: Case, verts, polys, corner_uvs, materials, model: FaceMo
         light = bpy.data.lights.new(name, "AREA")
         light.energy = energy * (distance / 1.0) ** 2
         light.size = light_size * distance
+        light.color = tint
         az, el = math.radians(azimuth), math.radians(elevation)
         # Around the camera's viewing direction (azimuth 0 = from the camera's side).
         forward = world_from_cam[:, 2]
@@ -376,8 +381,8 @@ def render_cycles(case: Case, verts, polys, corner_uvs, materials, model: FaceMo
     sep = nodes.new("ShaderNodeSeparateXYZ")
     ramp = nodes.new("ShaderNodeValToRGB")
     ramp.color_ramp.elements[0].position, ramp.color_ramp.elements[1].position = 0.35, 0.75
-    ramp.color_ramp.elements[0].color = (0.12, 0.09, 0.07, 1)  # ground
-    ramp.color_ramp.elements[1].color = (0.55, 0.62, 0.75, 1)  # sky
+    ramp.color_ramp.elements[0].color = (*(np.multiply((0.12, 0.09, 0.07), tint)), 1)  # ground
+    ramp.color_ramp.elements[1].color = (*(np.multiply((0.55, 0.62, 0.75), tint)), 1)  # sky
     maprange = nodes.new("ShaderNodeMapRange")
     maprange.inputs["From Min"].default_value = -1.0
     links.new(coords.outputs["Generated"], sep.inputs[0])
@@ -441,7 +446,8 @@ def _image(name: str, rgb: np.ndarray, colourspace: str):
 # --------------------------------------------------------------------------------------------
 
 
-def make_case(case: Case, model: FaceModel, out: Path, size: int, samples: int) -> Path:
+def make_case(case: Case, model: FaceModel, out: Path, size: int, samples: int,
+              tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Path:
     folder = out / case.name
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(case.seed)
@@ -463,7 +469,7 @@ def make_case(case: Case, model: FaceModel, out: Path, size: int, samples: int) 
     params = head_params(case, vertices, size)
     start = time.perf_counter()
     render_cycles(case, *head_mesh(model, vertices), model, albedo, roughness, disp, params, size, samples,
-                  folder / "photo.png")
+                  folder / "photo.png", tint)
     seconds = time.perf_counter() - start
 
     stretch = uv_stretch(vertices, model) / TRUTH_SIZE
@@ -476,7 +482,8 @@ def make_case(case: Case, model: FaceModel, out: Path, size: int, samples: int) 
         island=island, albedo=(albedo * 255 + 0.5).astype(np.uint8), roughness=roughness,
         identity=identity, expression=expression, rotation=params["rotation"],
         translation=params["translation"], camera=params["camera"])
-    recipe = {**asdict(case), "size": size, "samples": samples, "render_seconds": round(seconds, 1)}
+    recipe = {**asdict(case), "size": size, "samples": samples, "light_tint": list(tint),
+              "render_seconds": round(seconds, 1)}
     (folder / "case.json").write_text(json.dumps(recipe, indent=1))
     return folder
 
@@ -488,13 +495,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="case names")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--samples", type=int, default=24)
+    parser.add_argument("--light-tint", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("R", "G", "B"),
+                        help="linear RGB factors of every light and the world (a tinted room)")
     args = parser.parse_args(argv)
     model = load_face_model()
     for case in CASES[:args.cases]:
         if args.only and case.name not in args.only:
             continue
         start = time.perf_counter()
-        folder = make_case(case, model, args.output, args.size, args.samples)
+        folder = make_case(case, model, args.output, args.size, args.samples, tuple(args.light_tint))
         print(f"{case.name}: {time.perf_counter() - start:.1f} s -> {folder}", flush=True)
     return 0
 

@@ -49,11 +49,16 @@ def skin_mask(landmarks: np.ndarray, height: int, width: int, margin: float = 0.
     return (mask > 0) & (holes == 0)
 
 
+def polygon_mask(landmarks: np.ndarray, loop: list[int], height: int, width: int) -> np.ndarray:
+    """Bool (H, W) mask inside one landmark loop."""
+    mask = np.zeros((height, width), np.uint8)
+    _fill(mask, landmarks[loop], 1)
+    return mask > 0
+
+
 def face_mask(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bool (H, W) mask of the whole face oval (eyes and mouth included)."""
-    mask = np.zeros((height, width), np.uint8)
-    _fill(mask, landmarks[FACE_OVAL], 1)
-    return mask > 0
+    return polygon_mask(landmarks, FACE_OVAL, height, width)
 
 
 def part_masks(landmarks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -33,6 +33,7 @@ from ..geometry.face_model import SKIN_POLYGONS, FaceModel
 from ..geometry.params import FaceParams
 from ..geometry.rendering import rasterize, sh_basis, vertex_normals
 from .skin_trust import SkinTrust
+from .white_balance import Illuminant, estimate_illuminant, remove_illuminant
 
 # Visibility weight ramps up between these cosines of the angle between normal and view ray.
 GRAZING_COS = (0.15, 0.5)
@@ -45,12 +46,16 @@ SMOOTHNESS = 2.0  # mesh-Laplacian weight of the fill (larger: smoother, reaches
 TONE_PULL = 0.02  # pull of the fill towards the skin tone far from seen texels
 VARIATION_SPACINGS_M = (0.04, 0.015)  # lattice spacings of the fill's variation (two octaves)
 SCALP_MODES = ("skin", "hair")
+WHITE_BALANCE_MODES = ("auto", "off")
 DEFAULT_TONE = np.array([0.75, 0.57, 0.48])  # only when not one skin texel was seen
 
 
 @dataclass
 class TextureSettings:
     scalp: str = "skin"  # "skin": the skin tone on the scalp; "hair": the photo's hair colour there
+    # "auto": the photo's light colour is estimated and divided out of the albedo
+    # (core.appearance.white_balance); "off": the albedo keeps the photo's white balance
+    white_balance: str = "auto"
 
 
 @dataclass
@@ -252,10 +257,23 @@ def scalp_weight(model: FaceModel, surface: UVSurface) -> np.ndarray:
     return surface.interpolate(per_vertex[:, None])[..., 0]
 
 
+def photo_illuminant(rgb: np.ndarray, landmarks: np.ndarray | None, skin: SkinTrust | None,
+                     settings: TextureSettings) -> Illuminant | None:
+    """The light colour to divide out of this photo's albedo (core.appearance.white_balance); None when white
+    balance is off or the photo has no skin trust (no dense landmarks)."""
+    if settings.white_balance not in WHITE_BALANCE_MODES:
+        raise LikenessError(f"Unknown white balance setting {settings.white_balance!r}: choose one of "
+                            f"{', '.join(WHITE_BALANCE_MODES)}.")
+    if settings.white_balance == "off" or skin is None or landmarks is None:
+        return None
+    return estimate_illuminant(rgb, landmarks, skin)
+
+
 def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSurface,
-           skin: SkinTrust | None = None) -> Unwrap:
+           skin: SkinTrust | None = None, illuminant: Illuminant | None = None) -> Unwrap:
     """One photo's de-lit colour and trust weight per texel (see the module docstring). Without
-    ``skin`` every visible pixel is trusted (no segmentation available)."""
+    ``skin`` every visible pixel is trusted (no segmentation available); with ``illuminant`` the
+    light's colour is divided out of the albedo (von Kries)."""
     verts = model.vertices(params.identity, params.expression).astype(np.float64)
     verts_cam = params.to_camera(verts)
     normals = vertex_normals(torch.from_numpy(verts_cam), torch.from_numpy(surface.faces)).numpy()
@@ -278,6 +296,8 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
     inlier = np.zeros_like(visibility)
     albedo[seen], inlier[seen] = delight(observed[seen], texel_normal[seen], (visibility * trust)[seen],
                                          parts[seen])
+    if illuminant is not None:
+        albedo[seen] = remove_illuminant(albedo[seen], illuminant)
     weight = (visibility * trust * inlier).astype(np.float32)
     hair_texels = (scalp_weight(model, surface) > 0.5) & (visibility > 0.3) & (trust < 0.05) & (person > 0.5)
     hair = np.median(albedo[hair_texels], 0) if hair_texels.sum() >= 20 else None
@@ -386,12 +406,14 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 def build_texture(model: FaceModel, rgb: np.ndarray, params: FaceParams, size: int,
                   surface: UVSurface | None = None, skin: SkinTrust | None = None,
-                  settings: TextureSettings | None = None) -> TextureResult:
+                  settings: TextureSettings | None = None,
+                  illuminant: Illuminant | None = None) -> TextureResult:
     """De-lit, completed skin-atlas albedo (size, 2*size) for fitted ``params`` on photo ``rgb``;
-    ``skin`` says which photo pixels may colour skin (core.appearance.skin_trust). Pass the ``uv_surface``
-    of this model and size to reuse it across photos."""
+    ``skin`` says which photo pixels may colour skin (core.appearance.skin_trust), ``illuminant``
+    the light colour to divide out (``photo_illuminant``). Pass the ``uv_surface`` of this model
+    and size to reuse it across photos."""
     surface = surface or uv_surface(model, size)
-    evidence = unwrap(model, rgb, params, surface, skin)
+    evidence = unwrap(model, rgb, params, surface, skin, illuminant)
     albedo = complete(model, surface, evidence, settings)
     albedo8 = np.clip(albedo * 255 + 0.5, 0, 255).astype(np.uint8)
     return TextureResult(albedo8, evidence.visibility, evidence.observed, evidence.weight)

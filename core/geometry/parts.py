@@ -115,10 +115,14 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
-def linear_to_srgb8(c) -> np.ndarray:
+def linear_to_srgb(c) -> np.ndarray:
+    """sRGB-encoded values in [0, 1] of linear ones (clipped to [0, 1])."""
     c = np.clip(np.asarray(c, np.float64), 0.0, 1.0)
-    srgb = np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
-    return np.rint(srgb * 255).astype(np.uint8)
+    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
+
+
+def linear_to_srgb8(c) -> np.ndarray:
+    return np.rint(linear_to_srgb(c) * 255).astype(np.uint8)
 
 
 def iris_colour(image: np.ndarray, landmarks: np.ndarray | None) -> tuple[float, float, float]:

@@ -1,0 +1,65 @@
+"""The light's colour divided out of the albedo (core.appearance.white_balance), on real photos."""
+
+import numpy as np
+import pytest
+from conftest import face_photo
+
+from core.appearance.texture import TextureSettings, photo_illuminant
+from core.appearance.white_balance import LUMA, estimate_illuminant, log_chroma, remove_illuminant
+from core.errors import LikenessError
+from core.geometry.parts import linear_to_srgb, srgb_to_linear
+from core.image_io import load_image
+from core.pipeline import preset_settings
+
+CAST = np.array([1.25, 1.0, 0.7])  # a warm room light, linear RGB
+
+
+def _cast(rgb: np.ndarray) -> np.ndarray:
+    return np.round(linear_to_srgb(srgb_to_linear(rgb / 255.0) * CAST) * 255).astype(np.uint8)
+
+
+def _skin_chroma(rec) -> np.ndarray:
+    """Log chroma of the mean linear albedo over the texels the photo coloured."""
+    weight = rec.albedo_trust > 0.5
+    return log_chroma(srgb_to_linear(rec.albedo[weight].astype(np.float64) / 255).mean(0))
+
+
+def _light_chroma(metrics: dict) -> np.ndarray:
+    return log_chroma(np.array([metrics[f"illuminant_{c}"] for c in "rgb"]))
+
+
+def test_neutral_photo_is_left_nearly_unchanged(fast_reconstruction):
+    light = _light_chroma(fast_reconstruction.metrics)
+    assert np.abs(light).max() < 0.1  # at most a 10% channel ratio on a daylight photo
+    assert fast_reconstruction.metrics["illuminant_confidence"] > 0.3
+
+
+def test_colour_cast_gives_nearly_the_same_albedo(fast_reconstruction, pipeline):
+    original = fast_reconstruction
+    tinted = pipeline.run(_cast(original.image), preset_settings("fast"))
+    off_settings = preset_settings("fast", texture=TextureSettings(white_balance="off"))
+    off = pipeline.run(_cast(original.image), off_settings)
+    cast = log_chroma(CAST)
+    assert np.linalg.norm(_skin_chroma(off) - _skin_chroma(original) - cast) < 0.1  # off keeps the cast
+    left = np.linalg.norm(_skin_chroma(tinted) - _skin_chroma(original))
+    assert left < 0.4 * np.linalg.norm(cast)  # most of the cast is gone
+    assert "illuminant_r" not in off.metrics
+
+
+def test_dark_skin_in_a_tinted_room_stays_dark(pipeline):
+    """000037: dark skin under a green-yellow stadium light. The light lacks blue; dividing it
+    out keeps the skin's brightness."""
+    rgb = load_image(face_photo("000037.jpg")).rgb
+    face = pipeline.detector.detect(rgb)[0]
+    skin = pipeline.skin_trust(rgb, face)
+    light = estimate_illuminant(rgb, face.landmarks, skin)
+    assert light.rgb[2] < 0.9 * light.rgb[1] and light.confidence > 0.3
+    pixels = rgb[(skin.trust > 0.5) & ~skin.parts].astype(np.float64) / 255
+    before = srgb_to_linear(pixels) @ LUMA
+    after = srgb_to_linear(remove_illuminant(pixels, light)) @ LUMA
+    assert 0.85 < np.median(after / before) < 1.15
+
+
+def test_white_balance_setting_is_checked():
+    with pytest.raises(LikenessError, match="white balance"):
+        photo_illuminant(np.zeros((8, 8, 3), np.uint8), None, None, TextureSettings(white_balance="grey"))
