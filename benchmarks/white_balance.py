@@ -80,7 +80,8 @@ def raw_cues(pipeline: Pipeline, rgb: np.ndarray) -> dict | None:
     if face is None:
         return None
     linear = srgb_to_linear(rgb.astype(np.float32) / 255)
-    out = {}
+    face_chroma, _ = wb.skin_chroma(linear, skin)
+    out = {} if face_chroma is None else {"skin": face_chroma}
     for name, pixels in (("sclera", wb.sclera_pixels(linear, face.landmarks)),
                          ("teeth", wb.teeth_pixels(linear, face.landmarks))):
         if len(pixels) >= wb.MIN_PIXELS[name]:
@@ -88,9 +89,6 @@ def raw_cues(pipeline: Pipeline, rgb: np.ndarray) -> dict | None:
     scene = scene_cue(linear, skin.person)
     if scene is not None:
         out["scene"] = scene.estimate
-    sel = (skin.trust > 0.5) & ~skin.parts
-    if sel.sum() >= 200:
-        out["skin"] = np.median(wb.log_chroma(linear[sel]), 0)
     return out
 
 
@@ -252,12 +250,11 @@ def cues(args) -> None:
         rgb = np.asarray(Image.open(path).convert("RGB"))
         face, skin = face_and_skin(pipeline, rgb)
         found = wb.measure_cues(rgb, face.landmarks, skin)
-        scene = scene_cue(srgb_to_linear(rgb.astype(np.float32) / 255), skin.person)
+        linear = srgb_to_linear(rgb.astype(np.float32) / 255)
+        scene = scene_cue(linear, skin.person)
         if scene is not None:
             found["scene"] = scene
-        sel = (skin.trust > 0.5) & ~skin.parts
-        skin_chroma = np.median(wb.log_chroma(srgb_to_linear(rgb[sel].astype(np.float32) / 255)), 0)
-        measured.append((label, tint, found, skin_chroma))
+        measured.append((label, tint, found, wb.skin_chroma(linear, skin)[0]))
     names = ("sclera", "teeth", "skin", "scene")
     print("| cues | synthetic light error (neutral / warm / cool / green) | deepface within-person spread |"
           " between people |")

@@ -42,13 +42,13 @@ MAX_SHIFT = 0.5  # log chroma: the largest correction made (a factor 1.65 betwee
 CAUCHY = 2.0  # cues further than this many of their sigmas from the fused estimate lose weight
 # Calibrated by benchmarks/white_balance.py calibrate (AFLW2000-3D dev): medians over the photos,
 # spreads as measured there (they include the photos' own light variation: conservative).
-SCLERA_OFFSET = np.array([0.244, -0.057])  # measured white of the eye (lids and skin mix in)
+SCLERA_OFFSET = np.array([0.209, -0.096])  # measured white of the eye (lids and skin mix in)
 SCLERA_SIGMA = 0.12  # at REF_PIXELS pixels or more; fewer pixels: larger
-TEETH_OFFSET = np.array([0.345, -0.237])
-TEETH_SIGMA = 0.17
-LOCUS_MEAN = np.array([0.424, -0.242])  # a point of the skin locus, log chroma
-LOCUS_DIRECTION = np.array([0.663, -0.748])  # along the locus (light -> dark, cool -> warm), unit
-LOCUS_SIGMA = 0.2  # spread of skin chroma across the locus
+TEETH_OFFSET = np.array([0.337, -0.218])
+TEETH_SIGMA = 0.19
+LOCUS_MEAN = np.array([0.472, -0.284])  # a point of the skin locus, log chroma
+LOCUS_DIRECTION = np.array([0.790, -0.614])  # along the locus (light -> dark, cool -> warm), unit
+LOCUS_SIGMA = 0.124  # spread of skin chroma across the locus
 REF_PIXELS = 50
 MIN_PIXELS = {"sclera": 12, "teeth": 30}
 
@@ -107,18 +107,20 @@ def _point_cue(pixels: np.ndarray, offset: np.ndarray, sigma: float, name: str) 
 
 def sclera_pixels(linear: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """(N, 3) linear colours of the whites of the eyes: each eye opening without its iris disc
-    (grown by a fifth), its brighter half, without clipped pixels."""
-    shape = linear.shape[:2]
+    (grown by a fifth), its brighter half (lids and lashes shade the rest), without clipped pixels."""
     out = []
-    eyes = ((RIGHT_EYE, MEDIAPIPE_IRISES[0]), (LEFT_EYE, MEDIAPIPE_IRISES[1]))
-    ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
-    for loop, (centre_id, outline) in eyes:
-        opening = polygon_mask(landmarks, loop, *shape)
+    for loop, (centre_id, outline) in ((RIGHT_EYE, MEDIAPIPE_IRISES[0]), (LEFT_EYE, MEDIAPIPE_IRISES[1])):
+        x0, y0 = np.maximum(np.floor(landmarks[loop].min(0)).astype(int) - 1, 0)
+        x1, y1 = np.ceil(landmarks[loop].max(0)).astype(int) + 2
+        crop = linear[y0:y1, x0:x1]
+        if crop.shape[0] < 3 or crop.shape[1] < 3:
+            continue
+        opening = polygon_mask(landmarks - (x0, y0), loop, *crop.shape[:2])
         opening = cv2.erode(opening.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        centre = landmarks[centre_id]
-        radius = 1.2 * float(np.linalg.norm(landmarks[list(outline)] - centre, axis=1).mean())
-        white = opening & (np.hypot(xs + 0.5 - centre[0], ys + 0.5 - centre[1]) > radius)
-        pixels = linear[white]
+        centre = landmarks[centre_id] - (x0, y0)
+        radius = 1.2 * float(np.linalg.norm(landmarks[list(outline)] - landmarks[centre_id], axis=1).mean())
+        ys, xs = np.mgrid[0:crop.shape[0], 0:crop.shape[1]]
+        pixels = crop[opening & (np.hypot(xs + 0.5 - centre[0], ys + 0.5 - centre[1]) > radius)]
         if len(pixels) < 4:
             continue
         luma = pixels @ LUMA
@@ -139,16 +141,21 @@ def teeth_pixels(linear: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return pixels[(luma >= np.percentile(luma, 60)) & not_red & (pixels.max(1) < 0.95)]
 
 
-def locus_cue(linear: np.ndarray, skin: SkinTrust) -> Cue | None:
-    """The face's trusted skin (median chroma) against the skin locus: only the offset across the
-    locus counts."""
+def skin_chroma(linear: np.ndarray, skin: SkinTrust) -> tuple[np.ndarray | None, int]:
+    """Median log chroma of the trusted skin (not the face parts), None when fewer than 200
+    pixels are trusted; and their number."""
     sel = (skin.trust > 0.5) & ~skin.parts
-    if sel.sum() < 200:
+    count = int(sel.sum())
+    return (np.median(log_chroma(linear[sel]), 0) if count >= 200 else None), count
+
+
+def locus_cue(chroma: np.ndarray | None, pixels: int) -> Cue | None:
+    """The face's skin ``chroma`` against the skin locus: only the offset across the locus counts."""
+    if chroma is None:
         return None
-    centre = np.median(log_chroma(linear[sel]), 0)
     across = np.array([-LOCUS_DIRECTION[1], LOCUS_DIRECTION[0]])
-    offset = float((centre - LOCUS_MEAN) @ across)
-    return Cue(offset * across, np.outer(across, across) / LOCUS_SIGMA ** 2, int(sel.sum()))
+    offset = float((chroma - LOCUS_MEAN) @ across)
+    return Cue(offset * across, np.outer(across, across) / LOCUS_SIGMA ** 2, pixels)
 
 
 def fuse(cues: dict[str, Cue]) -> tuple[np.ndarray, float]:
@@ -174,8 +181,9 @@ def measure_cues(rgb: np.ndarray, landmarks: np.ndarray, skin: SkinTrust) -> dic
     """The cues found in photo ``rgb`` (uint8) for the face of 478 MediaPipe ``landmarks`` whose
     skin trust is ``skin``; a cue with too few pixels is left out."""
     linear = srgb_to_linear(rgb.astype(np.float32) / 255)
+    face_chroma, skin_pixels = skin_chroma(linear, skin)
     cues = {"teeth": _point_cue(teeth_pixels(linear, landmarks), TEETH_OFFSET, TEETH_SIGMA, "teeth"),
-            "skin": locus_cue(linear, skin)}
+            "skin": locus_cue(face_chroma, skin_pixels)}
     if len(landmarks) >= 478:  # the irises
         cues["sclera"] = _point_cue(sclera_pixels(linear, landmarks), SCLERA_OFFSET, SCLERA_SIGMA, "sclera")
     return {name: cue for name, cue in cues.items() if cue is not None}
