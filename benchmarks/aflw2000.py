@@ -12,6 +12,10 @@ spanning half the image's shorter side (``miss_landmarks``): a penalty of roughl
 wrong guess, not a silent omission.
 
     python benchmarks/aflw2000.py [--data ../shared/aflw2000-3d-dev] [--subset quick] [--preset fast]
+        [--regression-only] [--no-profile-fit] [--no-keypoint-pose]
+
+SCRFD (core.profile: proposals BlazeFace misses, and the pose of faces turned beyond 60 deg) takes
+part only when LIKENESS_INSIGHTFACE_MODEL (or ~/.insightface) names a model.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.errors import LikenessError  # noqa: E402
 from core.fitting.detection import detect_face  # noqa: E402
+from core.fitting.profile import LAYOUTS, TURNED_YAW_DEG  # noqa: E402
 from core.fitting.refinement import refine  # noqa: E402
 from core.geometry.face_model import FaceModel  # noqa: E402
 from core.image_io import load_image  # noqa: E402
@@ -74,6 +80,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="refinement iterations")
     parser.add_argument("--no-profile-fit", action="store_true",
                         help="ablation: no keypoint fit for faces the landmark network rejects")
+    parser.add_argument("--no-keypoint-pose", action="store_true",
+                        help="ablation: dense fits only, even where SCRFD's keypoints say the face is turned "
+                             "beyond core.profile.TURNED_YAW_DEG")
+    parser.add_argument("--regression-only", action="store_true", help="skip refinement (quick iterations)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
@@ -85,8 +95,9 @@ def main() -> None:
         settings.refinement.iterations = args.iterations
     pipeline = Pipeline()
     model = pipeline.model
-    errors = {"regression": np.full(len(names), np.nan), "refined": np.full(len(names), np.nan)}
-    misses, keypoint_only, times = [], [], {"detect": [], "regress": [], "refine": []}
+    stages = ("regression",) if args.regression_only else ("regression", "refined")
+    errors = {key: np.full(len(names), np.nan) for key in stages}
+    misses, keypoint_only, turned, times = [], [], [], {"detect": [], "regress": [], "refine": []}
     for i in tqdm(range(len(names)), desc="AFLW2000-3D", disable=None):
         rgb = load_image(args.data / "images" / str(names[i])).rgb
         gt2d = pts68[i, :2].T
@@ -96,6 +107,8 @@ def main() -> None:
                 det = detect_face(rgb, detector=pipeline.detector)
             else:
                 det = pipeline.detect(rgb)
+            if args.no_keypoint_pose:
+                det = replace(det, keypoints=None)
             t1 = time.perf_counter()
         except LikenessError as exc:
             misses.append((str(names[i]), str(exc)))
@@ -105,23 +118,26 @@ def main() -> None:
         coarse, target = pipeline.fit_landmarks(det, rgb.shape[1], rgb.shape[0], settings.regression)
         t2 = time.perf_counter()
         refined = coarse
-        if det.is_dense:
+        if not det.is_dense:
+            keypoint_only.append(f"{names[i]} ({det.backend})")
+        elif not args.regression_only:
             refined = refine(model, rgb, coarse, target, det, pipeline.surface_points(100),
                              settings.refinement, settings.device).params
-        else:
-            keypoint_only.append(f"{names[i]} ({det.backend})")
+        if det.is_dense and np.count_nonzero(target.weights) == len(LAYOUTS["insightface"].mp):
+            turned.append(str(names[i]))  # core.profile.fit_turned: the target holds SCRFD's keypoints only
         t3 = time.perf_counter()
         times["detect"].append(t1 - t0)
         times["regress"].append(t2 - t1)
         times["refine"].append(t3 - t2)
-        for key, params in (("regression", coarse), ("refined", refined)):
+        for key, params in zip(stages, (coarse, refined)):
             verts = model.vertices(params.identity, params.expression)
             errors[key][i] = nme(params.project(verts[model.landmarks68]), gt2d)
 
     found = len(names) - len(misses)
     counts = [int(m.sum()) for m in bin_masks(yaw)]
     print(f"\nAFLW2000-3D {args.subset}: {len(names)} images (bins n = {counts}), "
-          f"faces found {found}/{len(names)} ({len(keypoint_only)} of them from detector keypoints only); "
+          f"faces found {found}/{len(names)} ({len(keypoint_only)} of them from detector keypoints only, "
+          f"{len(turned)} dense faces turned beyond {TURNED_YAW_DEG:.0f} deg fitted from SCRFD's keypoints); "
           "misses scored as the centred mean face")
     print(f"{'stage':<12} {'[0,30]':>8} {'(30,60]':>8} {'(60,90]':>8} {'balanced':>9}")
     for key, err in errors.items():

@@ -23,7 +23,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Protocol
 
@@ -81,6 +81,8 @@ class FaceDetection:
 
     N is 478 (MediaPipe mesh with irises), 468 (mesh without), 5 (SCRFD: eyes, nose, mouth corners)
     or 6 (BlazeFace proposals). ``landmarks_z`` (N,) is the mesh's relative depth in pixels, else None.
+    ``keypoints``: the same face as a keypoint detector (SCRFD, when installed) sees it, for a dense
+    detection: pose evidence where the dense landmarks saturate (core.profile.fit_turned).
     """
 
     box: np.ndarray
@@ -88,6 +90,7 @@ class FaceDetection:
     landmarks: np.ndarray
     landmarks_z: Optional[np.ndarray]
     backend: str
+    keypoints: Optional[FaceDetection] = None
 
     @property
     def area(self) -> float:
@@ -96,6 +99,13 @@ class FaceDetection:
     @property
     def is_dense(self) -> bool:
         return self.landmarks.shape[0] in _MESH_SIZES
+
+    def scaled(self, fx: float, fy: float) -> FaceDetection:
+        """The detection in an image resized by (fx, fy) (continuous pixel coordinates scale per axis)."""
+        factors = np.array([fx, fy])
+        return replace(self, box=self.box * np.tile(factors, 2), landmarks=self.landmarks * factors,
+                       landmarks_z=None if self.landmarks_z is None else self.landmarks_z * fx,
+                       keypoints=None if self.keypoints is None else self.keypoints.scaled(fx, fy))
 
 
 class Detector(Protocol):
@@ -129,6 +139,12 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = max(w, 0.0) * max(h, 0.0)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+def same_face(face: FaceDetection, proposals: list[FaceDetection], min_iou: float) -> FaceDetection | None:
+    """The most confident of ``proposals`` whose box overlaps ``face``'s by at least ``min_iou``, or None."""
+    overlapping = [p for p in proposals if _iou(face.box, p.box) >= min_iou]
+    return max(overlapping, key=lambda p: p.score) if overlapping else None
 
 
 def _nms(dets: list[FaceDetection], threshold: float) -> list[FaceDetection]:

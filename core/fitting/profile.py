@@ -4,14 +4,23 @@ MediaPipe's FaceMesh network is not trained on profiles: beyond ~70 deg of yaw i
 score falls below any useful threshold and, forced, its landmarks are far off (AFLW2000-3D dev:
 7 of 8 missed faces are such profiles; their forced meshes have NME 14-70%). BlazeFace still finds
 most of them, with six keypoints (eyes, nose tip, mouth centre, ear tragions) that stay within
-~2-15% of the face size. So when no face gets dense landmarks, the most confident BlazeFace
+~2-15% of the face size. So when no face gets dense landmarks, the most confident keypoint
 proposal is fitted rigidly (identity and expression held near the mean by strong priors) to those
-keypoints, from several starting yaws, keeping the best. Where BlazeFace finds nothing (a hand
-over a profile's chin, AFLW2000-3D image01591) an InsightFace SCRFD model, when one is installed
-(research-only licence, core.fitting.detection.default_insightface_model), proposes a box with five
-keypoints that are fitted the same way. The result is coarse but it is a face where there used to
-be none; the pipeline marks it with a warning and skips the photometric refinement, whose skin
-mask needs the dense landmarks.
+keypoints, from several starting yaws, keeping the best. An InsightFace SCRFD model, when one is
+installed (research-only licence, core.fitting.detection.default_insightface_model), proposes it with
+five keypoints: those fit profiles better (AFLW2000-3D dev, the 7 profiles both detectors find:
+NME 8.4 against 13.1) and find faces BlazeFace does not (a hand over a profile's chin,
+image01591). Without SCRFD, BlazeFace's proposal is fitted. The result is coarse but it is a face
+where there used to be none; the pipeline marks it with a warning and skips the photometric
+refinement, whose skin mask needs the dense landmarks.
+
+Faces FaceMesh does accept can be turned further than its landmarks say: beyond ~60 deg of yaw
+they saturate (AFLW2000-3D dev: dense fits at 41-61 deg for 60-81 deg heads, 17.8 deg short on
+average, and MediaPipe's own 3D landmarks give the same pose), while a fit to SCRFD's five
+keypoints is 7.3 deg off there. So when SCRFD is installed and its keypoints of the same face put
+it beyond ``TURNED_YAW_DEG``, that keypoint fit replaces the dense one (``fit_turned``). Nearer
+frontal the dense fit stays: on 30-60 deg faces its yaw is as good (4.5 vs 4.2 deg off) and its
+landmarks better (NME 7.65 vs 7.90).
 """
 
 from __future__ import annotations
@@ -54,6 +63,13 @@ _TRAGION_M = np.array([0.078, 0.02, 0.0])
 _EYES_TO_MOUTH_M = 0.072  # iris-centre midpoint to mouth on the neutral ICT face
 _MIN_SCORE = 0.6  # detector score a box needs to be fitted without dense landmarks
 _YAW_STARTS_DEG = (-70.0, 0.0, 70.0)
+# A dense face whose keypoint fit is turned further than this is fitted from its keypoints.
+# AFLW2000-3D dev ((60, 90] bin, regression NME): 55 / 60 / 65 / 70 deg: 8.22 / 8.35 / 8.36 / 8.80
+# against 11.72 for the dense fits; no face of the [0, 30] bin passes 55 deg.
+TURNED_YAW_DEG = 60.0
+# A keypoint detector's box of the same face: SCRFD's boxes are ~1.2 times the dense landmarks' box,
+# whose IoU with them is then ~0.5-0.7.
+KEYPOINTS_IOU = 0.3
 _PRIOR_WEIGHT = 5.0  # a handful of points cannot carry identity or expression
 
 
@@ -107,3 +123,20 @@ def fit_keypoints(points: SurfacePoints, detection: FaceDetection, camera: Camer
         if cost < best_cost:
             best, best_cost = fit, cost
     return best, target
+
+
+def fit_turned(points: SurfacePoints, dense: LandmarkTarget, detection: FaceDetection, corr: Correspondence,
+               camera: Camera, settings: RegressionSettings) -> tuple[FaceParams, LandmarkTarget] | None:
+    """For a dense ``detection`` whose ``keypoints`` (``points``: their ICT points) put the head beyond
+    ``TURNED_YAW_DEG``: the keypoint fit, and ``dense`` (the target of the mesh landmarks, rows of
+    ``corr``) reweighted to hold only the keypoints, for the stages that follow (refinement's landmark
+    term). None when the face is nearer frontal or has no keypoints."""
+    if detection.keypoints is None:
+        return None
+    fit, target = fit_keypoints(points, detection.keypoints, camera, settings)
+    if abs(fit.euler_degrees()[0]) <= TURNED_YAW_DEG:
+        return None
+    rows = corr.rows(LAYOUTS[detection.keypoints.backend].mp)
+    pts, weights = dense.points.copy(), np.zeros_like(dense.weights)
+    pts[rows], weights[rows] = target.points[:len(rows)], target.weights[:len(rows)]
+    return fit, LandmarkTarget(pts, weights, target.face_size)
