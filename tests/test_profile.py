@@ -1,11 +1,14 @@
 """Profiles the dense landmark network rejects are still found and fitted (core.fitting.profile)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import AFLW, SHARED
 
 from core.image_io import load_image
 from core.pipeline import Pipeline, preset_settings
+from core.profile import TURNED_YAW_DEG
 
 # AFLW2000-3D dev: yaw 75 deg; BlazeFace finds it, FaceMesh rejects it (a miss before core.fitting.profile).
 PROFILE = "image01657.jpg"
@@ -33,19 +36,54 @@ def test_missed_profile_is_found_and_fitted(pipeline, profile):
 
 
 
-def test_scrfd_proposes_what_blazeface_misses(face_model, monkeypatch):
-    # image01591 (yaw 68 deg, a hand on the chin): no BlazeFace box at all; SCRFD, when installed, has one.
-    gt = np.load(AFLW / "ground_truth.npz")
-    i = list(gt["names"]).index("image01591.jpg")
-    rgb = load_image(AFLW / "images" / "image01591.jpg").rgb
-    monkeypatch.setenv("LIKENESS_INSIGHTFACE_MODEL",
-                       str(SHARED / "insightface-scrfd" / "scrfd_2.5g_bnkps_shape320x320.onnx"))
-    pipe = Pipeline(model=face_model)
-    try:
-        face = pipe.detect(rgb)
-        assert face.backend == "insightface" and not face.is_dense
-        fit, _ = pipe.fit_landmarks(face, rgb.shape[1], rgb.shape[0], preset_settings("fast").regression)
-    finally:
+@pytest.fixture(scope="module")
+def scrfd_pipeline(face_model):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIKENESS_INSIGHTFACE_MODEL",
+                  str(SHARED / "insightface-scrfd" / "scrfd_2.5g_bnkps_shape320x320.onnx"))
+        pipe = Pipeline(model=face_model)
+        assert pipe.scrfd is not None
+        yield pipe
         pipe.close()
-    verts = face_model.vertices(fit.identity, fit.expression)
-    assert _nme(fit.project(verts[face_model.landmarks68]), gt["pts68"][i, :2].T) < 13
+
+
+def _aflw_fit(pipe, name, drop_keypoints=False):
+    """(detection, fit, target, NME, ground-truth yaw) of one AFLW2000-3D dev image."""
+    gt = np.load(AFLW / "ground_truth.npz")
+    i = list(gt["names"]).index(name)
+    rgb = load_image(AFLW / "images" / name).rgb
+    face = pipe.detect(rgb)
+    if drop_keypoints:
+        face = replace(face, keypoints=None)
+    fit, target = pipe.fit_landmarks(face, rgb.shape[1], rgb.shape[0], preset_settings("fast").regression)
+    verts = pipe.model.vertices(fit.identity, fit.expression)
+    return face, fit, target, _nme(fit.project(verts[pipe.model.landmarks68]), gt["pts68"][i, :2].T), \
+        float(gt["yaw_deg"][i])
+
+
+def test_scrfd_proposes_what_blazeface_misses(scrfd_pipeline):
+    # image01591 (yaw 68 deg, a hand on the chin): no BlazeFace box at all; SCRFD, when installed, has one.
+    face, _, _, nme, _ = _aflw_fit(scrfd_pipeline, "image01591.jpg")
+    assert face.backend == "insightface" and not face.is_dense
+    assert nme < 13
+
+
+def test_turned_face_is_fitted_from_scrfd_keypoints(scrfd_pipeline):
+    # image00088 (yaw 80 deg): FaceMesh accepts it, but a fit to its landmarks stops at ~53 deg (NME 14.8).
+    face, fit, target, nme, yaw = _aflw_fit(scrfd_pipeline, "image00088.jpg")
+    assert face.is_dense and face.keypoints is not None and face.keypoints.backend == "insightface"
+    fitted = fit.euler_degrees()[0]
+    assert np.sign(fitted) == np.sign(yaw) and abs(fitted) > TURNED_YAW_DEG
+    assert abs(abs(fitted) - abs(yaw)) < 10
+    assert np.count_nonzero(target.weights) == 5  # refinement's landmark term follows the keypoints too
+    assert nme < 12
+    _, dense_fit, _, dense_nme, _ = _aflw_fit(scrfd_pipeline, "image00088.jpg", drop_keypoints=True)
+    assert abs(dense_fit.euler_degrees()[0]) < TURNED_YAW_DEG and dense_nme > nme + 2
+    half = face.scaled(0.5, 0.5)  # a photo reduced to the face's resolution keeps its keypoints aligned
+    np.testing.assert_allclose(half.keypoints.landmarks, face.keypoints.landmarks / 2)
+
+
+def test_near_frontal_face_keeps_its_dense_fit(scrfd_pipeline):
+    face, _, target, nme, _ = _aflw_fit(scrfd_pipeline, "image04344.jpg")  # yaw -3.5 deg
+    assert face.keypoints is not None
+    assert np.count_nonzero(target.weights) > 400 and nme < 4
