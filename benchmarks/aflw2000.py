@@ -14,7 +14,7 @@ wrong guess, not a silent omission.
     python benchmarks/aflw2000.py [--data ../shared/aflw2000-3d-dev] [--subset quick] [--preset fast]
         [--regression-only] [--no-profile-fit] [--no-keypoint-pose]
 
-SCRFD (core.profile: proposals BlazeFace misses, and the pose of faces turned beyond 60 deg) takes
+SCRFD (core.fitting.profile: proposals BlazeFace misses, and the pose of faces turned beyond 60 deg) takes
 part only when LIKENESS_INSIGHTFACE_MODEL (or ~/.insightface) names a model.
 """
 
@@ -82,7 +82,7 @@ def main() -> None:
                         help="ablation: no keypoint fit for faces the landmark network rejects")
     parser.add_argument("--no-keypoint-pose", action="store_true",
                         help="ablation: dense fits only, even where SCRFD's keypoints say the face is turned "
-                             "beyond core.profile.TURNED_YAW_DEG")
+                             "beyond core.fitting.profile.TURNED_YAW_DEG")
     parser.add_argument("--regression-only", action="store_true", help="skip refinement (quick iterations)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -124,7 +124,7 @@ def main() -> None:
             refined = refine(model, rgb, coarse, target, det, pipeline.surface_points(100),
                              settings.refinement, settings.device).params
         if det.is_dense and np.count_nonzero(target.weights) == len(LAYOUTS["insightface"].mp):
-            turned.append(str(names[i]))  # core.profile.fit_turned: the target holds SCRFD's keypoints only
+            turned.append(str(names[i]))  # fit_turned: the target holds SCRFD's keypoints only
         t3 = time.perf_counter()
         times["detect"].append(t1 - t0)
         times["regress"].append(t2 - t1)

@@ -1,4 +1,4 @@
-"""Before/after overlays of large-pose AFLW2000-3D fits (core.profile.fit_turned).
+"""Before/after overlays of large-pose AFLW2000-3D fits (core.fitting.profile.fit_turned).
 
 Per image: ground-truth 68 landmarks (green), the fit to MediaPipe's dense landmarks (red, before)
 and the fit as the pipeline makes it now (blue: from SCRFD's keypoints where they put the head

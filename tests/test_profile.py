@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import AFLW, SHARED
 
+from core.fitting.profile import TURNED_YAW_DEG
 from core.image_io import load_image
 from core.pipeline import Pipeline, preset_settings
-from core.profile import TURNED_YAW_DEG
 
 # AFLW2000-3D dev: yaw 75 deg; BlazeFace finds it, FaceMesh rejects it (a miss before core.fitting.profile).
 PROFILE = "image01657.jpg"

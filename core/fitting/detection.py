@@ -82,7 +82,7 @@ class FaceDetection:
     N is 478 (MediaPipe mesh with irises), 468 (mesh without), 5 (SCRFD: eyes, nose, mouth corners)
     or 6 (BlazeFace proposals). ``landmarks_z`` (N,) is the mesh's relative depth in pixels, else None.
     ``keypoints``: the same face as a keypoint detector (SCRFD, when installed) sees it, for a dense
-    detection: pose evidence where the dense landmarks saturate (core.profile.fit_turned).
+    detection: pose evidence where the dense landmarks saturate (core.fitting.profile.fit_turned).
     """
 
     box: np.ndarray
