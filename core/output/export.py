@@ -27,9 +27,8 @@ from ..geometry.params import Camera, FaceParams
 from ..geometry.parts import (
     EYE_REGIONS,
     PLAIN_COLOURS,
-    eye_centre,
-    eye_colours,
     eye_textures,
+    eyeball_vertex_colours,
     iris_colour,
     linear_to_srgb8,
     part_polygons,
@@ -541,11 +540,9 @@ def _preview_colours(model: FaceModel, iris: tuple[float, float, float]) -> np.n
     """(V, 3) vertex colours 0..255 of the preview's mesh: light grey, the eyeballs' outer shells
     with sclera, iris and pupil (by each vertex's angle from its eye's axis in the neutral model)."""
     colours = np.tile(np.array(PREVIEW_GREY, np.float32), (model.num_vertices, 1))
-    for region in EYE_REGIONS.values():
+    for region, linear in eyeball_vertex_colours(model, iris).items():
         start, stop = model.regions[region]
-        directions = model.neutral[start:stop] - eye_centre(model, model.neutral, region)
-        cosines = directions[:, 2] / np.maximum(np.linalg.norm(directions, axis=1), 1e-9)
-        colours[start:stop] = linear_to_srgb8(eye_colours(cosines, iris))
+        colours[start:stop] = linear_to_srgb8(linear)
     return colours
 
 
