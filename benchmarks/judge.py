@@ -23,6 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 FACERES = REPO / ".faceres"
 CROP_SIDE = 224  # faceres input
 CROP_SCALE = 1.5  # crop side / landmark box side, eyes levelled
+# The standard 5-point alignment of face recognition (InsightFace's ArcFace template for 112-px
+# crops: eye centres, nose tip, mouth corners, image left first), doubled for 224 px.
+TIGHT_TEMPLATE = 2 * np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                               [41.5493, 92.3655], [70.7299, 92.2041]])
+# The same five points among MediaPipe's 478 landmarks (eye centres as the corners' means).
+TIGHT_POINTS = ((33, 133), (362, 263), (4,), (61,), (291,))
+PROTOCOLS = ("loose", "tight")
 
 
 def aligned_crop(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -39,15 +46,28 @@ def aligned_crop(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def face_crop(rgb: np.ndarray, detector) -> np.ndarray | None:
-    """The faceres crop of the face MediaPipe finds in ``rgb``; None without one."""
+def tight_crop(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """224-px inner-face crop by the standard 5-point similarity alignment (TIGHT_TEMPLATE): the
+    face from brows to chin, little hair, background or scalp; the same for photos and renders."""
+    from core.appearance.identity import similarity_transform
+
+    points = np.stack([landmarks[list(ids), :2].mean(0) for ids in TIGHT_POINTS])
+    m = similarity_transform(points - 0.5, TIGHT_TEMPLATE)  # cv2 puts pixel centres at integers
+    return cv2.warpAffine(rgb, m, (CROP_SIDE, CROP_SIDE), flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def face_crops(rgb: np.ndarray, detector) -> dict[str, np.ndarray] | None:
+    """Both protocols' crops ("loose": ``aligned_crop``, "tight": ``tight_crop``) of the face
+    MediaPipe finds in ``rgb``; None without one."""
     from core.errors import LikenessError
     from core.fitting.detection import detect_face
 
     try:
-        return aligned_crop(rgb, detect_face(rgb, detector=detector).landmarks)
+        landmarks = detect_face(rgb, detector=detector).landmarks
     except LikenessError:
         return None
+    return {"loose": aligned_crop(rgb, landmarks), "tight": tight_crop(rgb, landmarks)}
 
 
 def faceres_embeddings(crops: list[np.ndarray], faceres: Path, work: Path) -> np.ndarray:

@@ -10,6 +10,9 @@ Per configuration it reports, over renders of A against the *other* photos B:
 - impostor: mean cosine similarity to photos of other people;
 - likeness ratio: (genuine - impostor) / (the same margin between real photos);
 - rank-1: the nearest photo (A excluded) shows the same person.
+Two crop protocols, the same for photos and renders, each with its own photo-to-photo margin:
+"loose" (1.5x the landmark box: hair, ears, background and a render's bald scalp and grey
+backdrop in view) and "tight" (the standard 5-point alignment of face recognition: the inner face).
 
 Setup of the judge: benchmarks/judge.py.
 
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from judge import FACERES, face_crop, faceres_embeddings  # benchmarks/, the script's folder
+from judge import FACERES, PROTOCOLS, face_crops, faceres_embeddings  # benchmarks/, the script's folder
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -46,7 +49,7 @@ HRN_PERSON = "hrn_multiview"
 ATLAS_SIZE = 512  # stored albedo height; renders are 256 px
 RENDER_SIZE = 256
 YAWS = (0, -25, 25)
-RECONSTRUCTED = ("before", "after", "no_identity", "no_gcn")
+RECONSTRUCTED = ("before", "after", "no_identity", "no_gcn", "photo_view")
 
 
 def photos() -> list[tuple[Path, str]]:
@@ -70,8 +73,10 @@ def photos() -> list[tuple[Path, str]]:
 
 def reconstruct(out: Path, before: bool, limit: int | None) -> None:
     """Balanced-preset heads. The current code runs the pipeline once without the GCN stage
-    ("no_gcn") and refines that coarse texture twice, as the pipeline would ("after") and without
-    the identity loss ("no_identity"); ``before`` runs the checkout on PYTHONPATH as it is."""
+    ("no_gcn") and refines that coarse texture three times: as the pipeline would ("after"),
+    without the identity loss ("no_identity") and with it at the photo's view only, on renders of
+    the skin alone ("photo_view": the stage before the identity renders showed eyes and teeth and
+    turned the head); ``before`` runs the checkout on PYTHONPATH as it is."""
     import torch
 
     from core.pipeline import Pipeline, preset_settings
@@ -89,7 +94,8 @@ def reconstruct(out: Path, before: bool, limit: int | None) -> None:
         balanced = preset_settings("balanced").texture_refinement
         rec = pipe.run(path, preset_settings("balanced", texture_refinement=replace(balanced, iterations=0)))
         _save(out / "no_gcn", path, rec, None, start)
-        for config, settings in (("after", balanced), ("no_identity", replace(balanced, identity_weight=0))):
+        for config, settings in (("after", balanced), ("no_identity", replace(balanced, identity_weight=0)),
+                                 ("photo_view", replace(balanced, novel_yaws=(), show_parts=False))):
             start = time.perf_counter()
             _save(out / config, path, rec, _refined(pipe, rec, settings), start)
 
@@ -212,13 +218,13 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
     model = load_face_model()
     renderer = HeadRenderer(model)
     detector = make_detector("mediapipe")
-    crops = [face_crop(load_image(path).rgb, detector) for path, _ in items]
-    assert all(c is not None for c in crops), "a real photo without a detected face"
+    photo_crops = [face_crops(load_image(path).rgb, detector) for path, _ in items]
+    assert all(c is not None for c in photo_crops), "a real photo without a detected face"
     kinds = [(f"{'shaded' if shaded else 'albedo'}_{yaw:+d}", yaw, shaded)
              for shaded in (False, True) for yaw in YAWS]
     configs = [c for c in (*RECONSTRUCTED, "mean_shape")
                if (out / ("after" if c == "mean_shape" else c)).is_dir() and (only is None or c in only)]
-    index = []  # (config, kind, photo index) of each render crop, None where no face was found
+    index = []  # (config, kind, photo index, face found) of each render
     render_crops, examples = [], {}
     for config in configs:
         for i, (path, _) in enumerate(items):
@@ -228,33 +234,42 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
                 vertices = model.vertices(None, data["expression"])
             for kind, yaw, shaded in kinds:
                 image = renderer.render(vertices, data["albedo"], yaw, shaded)
-                crop = face_crop(image, detector)
-                index.append((config, kind, i, crop is not None))
-                if crop is not None:
-                    render_crops.append(crop)
+                crops = face_crops(image, detector)
+                index.append((config, kind, i, crops is not None))
+                if crops is not None:
+                    render_crops.append(crops)
                 examples.setdefault((config, i), []).append(image)
         print(f"rendered {config}", flush=True)
     work = out / f"faceres_{'_'.join(configs)}"
     work.mkdir(exist_ok=True)
-    emb = faceres_embeddings(crops + render_crops, faceres, work)
-    photo_emb, render_emb = emb[: len(crops)], iter(emb[len(crops):])
+    flat = [c[protocol] for protocol in PROTOCOLS for c in photo_crops + render_crops]
+    emb = faceres_embeddings(flat, faceres, work).reshape(len(PROTOCOLS), len(flat) // len(PROTOCOLS), -1)
+    results = {"photos": len(items), "people": len(set(people))}
+    for protocol, protocol_emb in zip(PROTOCOLS, emb):
+        results[protocol] = _scores(protocol_emb[: len(items)], protocol_emb[len(items):], people, index)
+    if gallery is not None:
+        _write_gallery(gallery, items, examples, configs)
+    return results
+
+
+def _scores(photo_emb: np.ndarray, render_emb: np.ndarray, people: np.ndarray, index: list) -> dict:
+    """One protocol's numbers: the photo-to-photo baseline, then per configuration and view."""
     sim_pp = photo_emb @ photo_emb.T
     same = people[:, None] == people[None, :]
-    off_diag = ~np.eye(len(items), dtype=bool)
+    off_diag = ~np.eye(len(people), dtype=bool)
     photo_margin = sim_pp[same & off_diag].mean() - sim_pp[~same].mean()
-    nearest = [people[np.argmax(np.where(off_diag[i], sim_pp[i], -9))] for i in range(len(items))]
-    results = {"photos": len(items), "people": len(set(people)),
-               "photo_genuine": float(sim_pp[same & off_diag].mean()),
+    nearest = [people[np.argmax(np.where(off_diag[i], sim_pp[i], -9))] for i in range(len(people))]
+    results = {"photo_genuine": float(sim_pp[same & off_diag].mean()),
                "photo_impostor": float(sim_pp[~same].mean()),
                "photo_rank1": float(np.mean(np.array(nearest) == people))}
-    per = {}
+    per, renders = {}, iter(render_emb)
     for config, kind, i, found in index:
         row = per.setdefault(config, {}).setdefault(
             kind, {"genuine": [], "impostor": [], "rank1": [], "missed": 0})
         if not found:
             row["missed"] += 1
             continue
-        sims = photo_emb @ next(render_emb)
+        sims = photo_emb @ next(renders)
         others = off_diag[i]
         row["genuine"].append(sims[same[i] & others].mean())
         row["impostor"].append(sims[~same[i]].mean())
@@ -270,8 +285,6 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
         summary["all"] = {"genuine": g, "impostor": imp, "ratio": (g - imp) / photo_margin, "rank1": r1,
                           "missed": sum(row["missed"] for row in rows.values())}
         results[config] = summary
-    if gallery is not None:
-        _write_gallery(gallery, items, examples, configs)
     return results
 
 

@@ -54,10 +54,14 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
 def chip_transform(points: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
     """(2, 3) similarity transform image -> chip pixels, least squares over the five points
     (continuous pixel coordinates on both sides)."""
-    target = (padding + _TEMPLATE) / (2 * padding + 1) * size
-    src = np.asarray(points, np.float64)
+    return similarity_transform(points, (padding + _TEMPLATE) / (2 * padding + 1) * size)
+
+
+def similarity_transform(points: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(2, 3) least-squares similarity (scale, rotation, translation; no reflection) taking
+    ``points`` (N, 2) onto ``target`` (N, 2): Umeyama by complex-number least squares."""
+    src, target = np.asarray(points, np.float64), np.asarray(target, np.float64)
     src_c, dst_c = src - src.mean(0), target - target.mean(0)
-    # Umeyama without reflection: complex-number least squares for scale*rotation.
     z_src = src_c[:, 0] + 1j * src_c[:, 1]
     z_dst = dst_c[:, 0] + 1j * dst_c[:, 1]
     a = (np.conj(z_src) @ z_dst) / (np.abs(z_src) ** 2).sum()
