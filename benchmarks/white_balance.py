@@ -220,9 +220,12 @@ def real(args) -> None:
 def report_real(rows: list[dict]) -> None:
     for key in ("before", "after"):
         within, between = spreads(rows, key)
+        tone = [{"person": r["person"], "tone": np.atleast_1d(r[key] @ wb.LOCUS_DIRECTION)} for r in rows]
+        tone_within, tone_between = spreads(tone, "tone")
         print(f"{key}: within-person chroma spread (rms about the person's mean, mean over people) "
               f"{within:.4f}; between people (rms of pair distances) {between:.4f}; "
-              f"ratio {between / within:.2f}")
+              f"ratio {between / within:.2f}; along the skin locus (tone): within {tone_within:.4f}, "
+              f"between {tone_between:.4f}")
     luma = np.array([[r["luma_before"], r["luma_after"]] for r in rows])
     print(f"face albedo luminance after / before: median {np.median(luma[:, 1] / luma[:, 0]):.3f}, "
           f"range {np.min(luma[:, 1] / luma[:, 0]):.3f}-{np.max(luma[:, 1] / luma[:, 0]):.3f}; "

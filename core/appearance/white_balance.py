@@ -50,6 +50,9 @@ LOCUS_MEAN = np.array([0.472, -0.284])  # a point of the skin locus, log chroma
 LOCUS_DIRECTION = np.array([0.790, -0.614])  # along the locus (light -> dark, cool -> warm), unit
 LOCUS_SIGMA = 0.124  # spread of skin chroma across the locus
 REF_PIXELS = 50
+# A clean white of the eye differs from the skin by ~0.3 in log chroma whatever the light (both move
+# alike); a sample much closer to the skin is mostly skin (small eyes, shadow, lashes): it counts less.
+SCLERA_DISTINCT = 0.2
 MIN_PIXELS = {"sclera": 12, "teeth": 30}
 
 
@@ -95,13 +98,17 @@ def chroma_to_rgb(u: np.ndarray) -> np.ndarray:
     return rgb / float(rgb @ LUMA)
 
 
-def _point_cue(pixels: np.ndarray, offset: np.ndarray, sigma: float, name: str) -> Cue | None:
+def _point_cue(pixels: np.ndarray, offset: np.ndarray, sigma: float, name: str,
+               skin: np.ndarray | None = None) -> Cue | None:
     """A cue from (N, 3) linear pixels of something of known colour: their median log chroma
-    minus that colour; small samples (low resolution: mixed with lids, lips) count less."""
+    minus that colour; small samples (low resolution: mixed with lids, lips) count less, and with
+    the ``skin`` chroma given, so do samples hardly different from it (SCLERA_DISTINCT)."""
     if len(pixels) < MIN_PIXELS[name]:
         return None
     centre = np.median(log_chroma(pixels), 0)
     var = sigma ** 2 * max(1.0, REF_PIXELS / len(pixels))
+    if skin is not None:
+        var /= float(np.clip(np.linalg.norm(centre - skin) / SCLERA_DISTINCT, 0.05, 1.0)) ** 2
     return Cue(centre - offset, np.eye(2) / var, len(pixels))
 
 
@@ -185,7 +192,8 @@ def measure_cues(rgb: np.ndarray, landmarks: np.ndarray, skin: SkinTrust) -> dic
     cues = {"teeth": _point_cue(teeth_pixels(linear, landmarks), TEETH_OFFSET, TEETH_SIGMA, "teeth"),
             "skin": locus_cue(face_chroma, skin_pixels)}
     if len(landmarks) >= 478:  # the irises
-        cues["sclera"] = _point_cue(sclera_pixels(linear, landmarks), SCLERA_OFFSET, SCLERA_SIGMA, "sclera")
+        cues["sclera"] = _point_cue(sclera_pixels(linear, landmarks), SCLERA_OFFSET, SCLERA_SIGMA, "sclera",
+                                    face_chroma)
     return {name: cue for name, cue in cues.items() if cue is not None}
 
 
