@@ -112,8 +112,9 @@ def fit_keypoints(points: SurfacePoints, detection: FaceDetection, camera: Camer
     layout = LAYOUTS[detection.backend]
     box = detection.box
     face_size = float(np.sqrt(max((box[2] - box[0]) * (box[3] - box[1]), 1.0)))
-    target = LandmarkTarget(detection.landmarks.astype(np.float64), np.array(layout.weights), face_size)
-    strong = replace(settings, identity_weight=_PRIOR_WEIGHT, expression_weight=_PRIOR_WEIGHT)
+    target = LandmarkTarget(detection.landmarks.astype(np.float64), np.array(layout.weights), face_size,
+                            expression_weight=_PRIOR_WEIGHT)
+    strong = replace(settings, identity_weight=_PRIOR_WEIGHT)
     k = points.identity.shape[0]
     best, best_cost = None, np.inf
     for yaw in _YAW_STARTS_DEG:
@@ -142,5 +143,8 @@ def fit_turned(points: SurfacePoints, dense: LandmarkTarget, detection: FaceDete
     # over all rows, and diluted it lets the photometric term turn the head back (AFLW2000-3D dev,
     # the 19 such faces: NME 11.20 coarse, refined 11.55 unscaled, 11.35 scaled).
     kept = target.weights[:len(rows)]
-    pts[rows], weights[rows] = target.points[:len(rows)], kept * dense.weights.sum() / kept.sum()
-    return fit, LandmarkTarget(pts, weights, target.face_size)
+    gain = dense.weights.sum() / kept.sum()
+    pts[rows], weights[rows] = target.points[:len(rows)], kept * gain
+    # the expression prior grows with the residuals' scale (sqrt of the weights): the balance of the
+    # keypoint fit is kept in a several-photo fit
+    return fit, LandmarkTarget(pts, weights, target.face_size, _PRIOR_WEIGHT * float(np.sqrt(gain)))

@@ -44,6 +44,9 @@ class LandmarkTarget:
     points: np.ndarray  # (N, 2) pixels
     weights: np.ndarray  # (N,) >= 0
     face_size: float  # pixels, sets the scale of residuals
+    # this photo's expression prior in place of the settings' (a few keypoints need a strong one, also
+    # in a several-photo fit, where the settings' weak prior let them bend the expression to its limits)
+    expression_weight: float | None = None
 
 
 class SurfacePoints:
@@ -103,6 +106,8 @@ class _Problem:
         self.basis = np.concatenate([points.identity.numpy(), points.expression.numpy()]).transpose(1, 2, 0)
         self.target = target.points
         self.scale = np.sqrt(target.weights) / (settings.landmark_sigma * target.face_size)
+        self.expression_weight = (settings.expression_weight if target.expression_weight is None
+                                  else target.expression_weight)
 
     def evaluate(self, H: np.ndarray, t: np.ndarray, c: np.ndarray, jacobian: bool = True):
         """Landmark residuals (2N,) and, with ``jacobian``, their derivative by
@@ -159,7 +164,7 @@ class _Joint:
             r, J = problem.evaluate(H, t, np.concatenate([s.identity, e]), jacobian)
             rows.append(r)
             if not self.rigid:
-                rows.append(self.settings.expression_weight * e)
+                rows.append(problem.expression_weight * e)
             if jacobian:
                 block = np.zeros((len(r), self.size))
                 block[:, i * self.per_photo: i * self.per_photo + 6] = J[:, :6]
@@ -171,7 +176,7 @@ class _Joint:
                 if not self.rigid:
                     prior = np.zeros((self.n_exp, self.size))
                     cols = np.arange(self.n_exp) + i * self.per_photo + 6
-                    prior[np.arange(self.n_exp), cols] = self.settings.expression_weight
+                    prior[np.arange(self.n_exp), cols] = problem.expression_weight
                     blocks.append(prior)
         if self.free_identity:
             rows.append(self.settings.identity_weight * s.identity)
