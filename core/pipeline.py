@@ -370,6 +370,17 @@ class Pipeline:
             texture = self._texture(photos, [f.params for f in fitted], settings.texture_size,
                                     settings.texture)
         progress.check()  # stages check at their start; this one has no steps of its own
+        net = None
+        if settings.refinement.likeness_iterations > 0 and dense:
+            net = self._optional_identity_net(warnings, "The likeness pass was skipped")
+        if net is not None:
+            with _timed(timings, "likeness"):
+                fitted = self._likeness_pass(photos, dense, fitted, texture, net, settings, progress)
+            with _timed(timings, "texture"):  # again, on the geometry the pass moved
+                progress.stage("texture")
+                texture = self._texture(photos, [f.params for f in fitted], settings.texture_size,
+                                        settings.texture)
+            progress.check()
         if settings.texture_refinement.iterations > 0 and dense:
             with _timed(timings, "texture_refine"):
                 texture = self._refine_texture([photos[i] for i in dense], [fitted[i].params for i in dense],
@@ -522,15 +533,36 @@ class Pipeline:
         albedo8 = np.clip(albedo * 255 + 0.5, 0, 255).astype(np.uint8)
         return TextureResult(albedo8, fused.visibility, fused.observed, fused.weight)
 
+    def _optional_identity_net(self, warnings: list[str], without: str) -> FaceRecognitionNet | None:
+        """The identity network, or None with ``without: <why>`` added to ``warnings``."""
+        try:
+            return self.identity_net
+        except AssetError as exc:
+            warnings.append(f"{without}: {exc}")
+            return None
+
+    def _likeness_pass(self, photos: list[_Photo], dense: list[int], fitted: list[RefinementResult],
+                       texture: TextureResult, net: FaceRecognitionNet, settings: Settings,
+                       progress: Progress) -> list[RefinementResult]:
+        """Geometry, pose and light refined once more with the textured render's face-recognition
+        distance to each photo (core.refinement's likeness pass); eyelids matched again."""
+        views = [View(photos[i].rgb, photos[i].target, photos[i].detection) for i in dense]
+        refined = refine_joint(self.model, views, [fitted[i].params for i in dense], self.surface_points(100),
+                               settings.refinement, settings.device, progress, fixed_albedo=texture.albedo,
+                               identity_net=net)
+        identity = refined[0].params.identity
+        out = [RefinementResult(replace(f.params, identity=identity.copy()), f.metrics) for f in fitted]
+        for i, result in zip(dense, refined):
+            params = match_eyelids(self.model, result.params, photos[i].detection.landmarks)
+            likeness = {k: v for k, v in result.metrics.items() if k.startswith("likeness")}
+            out[i] = RefinementResult(params, fitted[i].metrics | likeness)
+        return out
+
     def _refine_texture(self, photos: list[_Photo], params: list[FaceParams], texture: TextureResult,
                         settings: TextureRefinementSettings, progress: Progress,
                         warnings: list[str]) -> TextureResult:
         """The GCN refinement (core.appearance.texture_gcn) against every photo with dense landmarks."""
-        try:
-            net = self.identity_net
-        except AssetError as exc:
-            net = None
-            warnings.append(f"Texture refinement ran without its identity loss: {exc}")
+        net = self._optional_identity_net(warnings, "Texture refinement ran without its identity loss")
         views = [TextureView(p.rgb, q, p.detection, None if p.skin is None else p.skin.trust > 0.5)
                  for p, q in zip(photos, params)]
         result = refine_texture(self.model, views, texture, self.uv_surface(texture.albedo.shape[0]),

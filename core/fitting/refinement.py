@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..appearance.identity import FaceRecognitionNet, chip_transform, embed, five_points
 from ..appearance.skin_mask import holdout_checkerboard, skin_mask
 from ..geometry.face_model import SKIN_POLYGONS, VERTEX_REGIONS, FaceModel
 from ..geometry.params import MODEL_TO_CAMERA, Camera, FaceParams
@@ -56,6 +57,12 @@ class RefinementSettings:
     lr_light: float = 2e-2
     optimise_geometry: bool = True  # False fits only light and albedo (the ablation baseline)
     holdout: bool = False  # leave a checkerboard of skin pixels out of the loss; report error on it
+    # The likeness pass (after the texture stage, with its albedo): this many more steps with an
+    # identity loss on the geometry, the face-recognition distance of the textured render to the
+    # photo at the photo's view and with the head turned by likeness_yaws (0 switches it off).
+    likeness_iterations: int = 0
+    likeness_weight: float = 1.0
+    likeness_yaws: tuple[float, ...] = (-20.0, 20.0)
 
 
 @dataclass
@@ -147,7 +154,8 @@ class _Objective:
     """The refinement energy for one photo, evaluated on a crop."""
 
     def __init__(self, skin: _SkinModel, view: View, points: SurfacePoints, camera: Camera,
-                 settings: RefinementSettings, device: torch.device, identity_share: float = 1.0):
+                 settings: RefinementSettings, device: torch.device, identity_share: float = 1.0,
+                 identity_net: FaceRecognitionNet | None = None):
         self.settings, self.device = settings, device
         rgb, target, detection = view.rgb, view.target, view.detection
         self.identity_share = identity_share  # the identity prior counts once across all photos
@@ -166,15 +174,25 @@ class _Objective:
         self.lm_base = points.base.float().to(device)
         self.lm_identity = points.identity.float().to(device)
         self.lm_expression = points.expression.float().to(device)
+        self.net = identity_net  # the likeness pass's identity loss (None: off)
+        if identity_net is not None:
+            with torch.no_grad():
+                transform = chip_transform(five_points(self.crop.points(detection.landmarks)))
+                self.target = embed(identity_net, self.photo.cpu(), transform)
 
-    def landmarks(self, rot, t, identity, expression) -> torch.Tensor:
+    def _landmarks_camera(self, rot, t, identity, expression) -> torch.Tensor:
         k = self.lm_identity.shape[0]
         p = (self.lm_base + torch.tensordot(identity[:k], self.lm_identity, 1)
              + torch.tensordot(expression, self.lm_expression, 1))
-        return project(p @ _rotation(rot).T + t, self.camera)[:, :2]
+        return p @ _rotation(rot).T + t
+
+    def landmarks(self, rot, t, identity, expression) -> torch.Tensor:
+        return project(self._landmarks_camera(rot, t, identity, expression), self.camera)[:, :2]
 
     def render(self, rot, t, identity, expression, sh, albedo):
-        verts = self.skin.vertices(identity, expression) @ _rotation(rot).T + t
+        return self._draw(self.skin.vertices(identity, expression) @ _rotation(rot).T + t, sh, albedo)
+
+    def _draw(self, verts: torch.Tensor, sh, albedo):
         screen = project(verts, self.camera)
         frags = rasterize(screen, self.skin.faces, self.crop.size, self.crop.size)
         normals = torch.nn.functional.normalize(
@@ -199,9 +217,39 @@ class _Objective:
                  + ((s.expression_weight * expression) ** 2).sum())
         total = s.photometric_weight * photo + s.landmark_weight * lm + prior / n
         terms = {"photometric": photo.item(), "landmark": lm.item(), "prior": (prior / n).item()}
+        if self.net is not None:
+            likeness = self._likeness(rot, t, identity, expression, sh, albedo, image, frag_mask)
+            total = total + s.likeness_weight * likeness
+            terms["likeness"] = likeness.item()
         if self.heldout_mask is not None:
             terms["heldout_photometric"] = photometric(self.heldout_mask).item()
         return total, terms
+
+
+    def _likeness(self, rot, t, identity, expression, sh, albedo, image, mask) -> torch.Tensor:
+        """Mean face-recognition distance of the render (the head on grey) to the photo, at the
+        photo's view and turned by ``likeness_yaws`` about the vertical axis through the head; each
+        render's chip is aligned by the model's own five landmarks there."""
+        verts = self.skin.vertices(identity, expression) @ _rotation(rot).T + t
+        marks = self._landmarks_camera(rot, t, identity, expression)
+        centre = verts.mean(0).detach()
+        distances = []
+        for yaw in (0.0, *self.settings.likeness_yaws):
+            if yaw:
+                turn = _yaw_matrix(yaw).to(verts)
+                image, mask = self._draw((verts - centre) @ turn.T + centre, sh, albedo)
+                points = project((marks - centre) @ turn.T + centre, self.camera)[:, :2]
+            else:
+                points = project(marks, self.camera)[:, :2]
+            shown = torch.where(mask[..., None], image.clamp(0, 1), torch.full_like(image, 0.5)).cpu()
+            transform = chip_transform(five_points(points.detach().cpu().numpy()))
+            distances.append(1 - embed(self.net, shown, transform) @ self.target)
+        return torch.stack(distances).mean()
+
+
+def _yaw_matrix(degrees: float) -> torch.Tensor:
+    a = np.deg2rad(degrees)
+    return torch.tensor([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
 
 
 def _initial_albedo(objs: list[_Objective]) -> torch.Tensor:
@@ -220,25 +268,29 @@ def refine(model: FaceModel, rgb: np.ndarray, coarse: FaceParams, target: Landma
 
 def refine_joint(model: FaceModel, views: list[View], coarse: list[FaceParams], points: SurfacePoints,
                  settings: RefinementSettings, device: str = "auto", progress: Progress | None = None,
-                 fixed_identity: bool = False,
-                 fixed_albedo: np.ndarray | None = None) -> list[RefinementResult]:
+                 fixed_identity: bool = False, fixed_albedo: np.ndarray | None = None,
+                 identity_net: FaceRecognitionNet | None = None) -> list[RefinementResult]:
     """Refine several photos of one face together: one identity (and coarse skin albedo) shared
     by all, pose, expression and light per photo. ``coarse`` must share its identity; with
     ``fixed_identity`` it stays as given, and a ``fixed_albedo`` (a uint8 skin-atlas texture) is
     rendered as it is instead of fitting the coarse one: a new photo of an already fitted person.
+    With ``identity_net`` (and a ``fixed_albedo``: the texture stage's), this is the likeness pass:
+    ``likeness_iterations`` steps from ``coarse``'s fit, its light included, with the identity loss.
     Returns one result per photo (lowest joint energy seen)."""
     dev = select_device(device)
     with cpu_threads(1, dev):
         return _refine(model, views, coarse, points, settings, dev, progress or Progress(), fixed_identity,
-                       fixed_albedo)
+                       fixed_albedo, identity_net)
 
 
 def _refine(model: FaceModel, views: list[View], coarse: list[FaceParams], points: SurfacePoints,
             settings: RefinementSettings, dev: torch.device, progress: Progress,
-            fixed_identity: bool, fixed_albedo: np.ndarray | None) -> list[RefinementResult]:
+            fixed_identity: bool, fixed_albedo: np.ndarray | None,
+            identity_net: FaceRecognitionNet | None) -> list[RefinementResult]:
     skin = _SkinModel(model, dev)
-    objs = [_Objective(skin, view, points, c.camera, settings, dev, 1 / len(views))
+    objs = [_Objective(skin, view, points, c.camera, settings, dev, 1 / len(views), identity_net)
             for view, c in zip(views, coarse)]
+    iterations = settings.iterations if identity_net is None else settings.likeness_iterations
 
     def param(a, free: bool = True) -> torch.Tensor:
         return torch.tensor(np.asarray(a), dtype=torch.float32, device=dev, requires_grad=free)
@@ -248,7 +300,7 @@ def _refine(model: FaceModel, views: list[View], coarse: list[FaceParams], point
     rots = [param(c.rotation, geometry) for c in coarse]
     ts = [param(c.translation, geometry) for c in coarse]
     expressions = [param(c.expression, geometry) for c in coarse]
-    shs = [param(ambient_sh(1.0)) for _ in coarse]
+    shs = [param(c.sh if np.any(c.sh) else ambient_sh(1.0)) for c in coarse]  # a fitted light goes on
     if fixed_albedo is None:
         albedo = _initial_albedo(objs).requires_grad_(True)
     else:
@@ -271,8 +323,8 @@ def _refine(model: FaceModel, views: list[View], coarse: list[FaceParams], point
         return sum(e for e, _ in results), [terms for _, terms in results]
 
     best, best_energy, first = None, float("inf"), None
-    progress.stage("refine", settings.iterations)
-    for _ in range(settings.iterations):
+    progress.stage("refine" if identity_net is None else "refine likeness", iterations)
+    for _ in range(iterations):
         opt.zero_grad()
         total, terms = energy(variables)
         if not torch.isfinite(total):
