@@ -49,7 +49,7 @@ HRN_PERSON = "hrn_multiview"
 ATLAS_SIZE = 512  # stored albedo height; renders are 256 px
 RENDER_SIZE = 256
 YAWS = (0, -25, 25)
-RECONSTRUCTED = ("before", "after", "no_identity", "no_gcn", "photo_view")
+RECONSTRUCTED = ("before", "after", "no_identity", "no_gcn", "no_likeness")
 
 
 def photos() -> list[tuple[Path, str]]:
@@ -71,19 +71,21 @@ def photos() -> list[tuple[Path, str]]:
 # Phase 1: reconstructions
 
 
-def reconstruct(out: Path, before: bool, limit: int | None) -> None:
-    """Balanced-preset heads. The current code runs the pipeline once without the GCN stage
-    ("no_gcn") and refines that coarse texture three times: as the pipeline would ("after"),
-    without the identity loss ("no_identity") and with it at the photo's view only, on renders of
-    the skin alone ("photo_view": the stage before the identity renders showed eyes and teeth and
-    turned the head); ``before`` runs the checkout on PYTHONPATH as it is."""
+def reconstruct(out: Path, before: bool, limit: int | None, part: str = "0/1") -> None:
+    """Balanced-preset heads. The current code runs the pipeline twice without the GCN stage: as
+    it is ("no_gcn") and without the likeness pass ("no_likeness" after the GCN). It refines the
+    first coarse texture as the pipeline would ("after") and the second without its identity loss
+    ("no_identity": no identity loss anywhere) and with it ("no_likeness"); ``before`` runs the
+    checkout on PYTHONPATH as it is. ``part`` "k/m": only every m-th photo from the k-th (processes
+    side by side)."""
     import torch
 
     from core.pipeline import Pipeline, preset_settings
 
     torch.set_num_threads(1)
     pipe = Pipeline()
-    for path, _ in photos()[:limit]:
+    k, m = (int(x) for x in part.split("/"))
+    for path, _ in photos()[:limit][k::m]:
         done = [out / c / f"{path.stem}.npz" for c in (("before",) if before else RECONSTRUCTED[1:])]
         if all(p.exists() for p in done):
             continue
@@ -91,13 +93,18 @@ def reconstruct(out: Path, before: bool, limit: int | None) -> None:
         if before:
             _save(out / "before", path, pipe.run(path, preset_settings("balanced")), None, start)
             continue
-        balanced = preset_settings("balanced").texture_refinement
-        rec = pipe.run(path, preset_settings("balanced", texture_refinement=replace(balanced, iterations=0)))
+        balanced = preset_settings("balanced")
+        gcn = balanced.texture_refinement
+        no_gcn = replace(balanced, texture_refinement=replace(gcn, iterations=0))
+        rec = pipe.run(path, no_gcn)
         _save(out / "no_gcn", path, rec, None, start)
-        for config, settings in (("after", balanced), ("no_identity", replace(balanced, identity_weight=0)),
-                                 ("photo_view", replace(balanced, novel_yaws=(), show_parts=False))):
-            start = time.perf_counter()
+        start = time.perf_counter()
+        _save(out / "after", path, rec, _refined(pipe, rec, gcn), start)
+        start = time.perf_counter()
+        rec = pipe.run(path, replace(no_gcn, refinement=replace(balanced.refinement, likeness_iterations=0)))
+        for config, settings in (("no_likeness", gcn), ("no_identity", replace(gcn, identity_weight=0))):
             _save(out / config, path, rec, _refined(pipe, rec, settings), start)
+            start = time.perf_counter()
 
 
 def _refined(pipe, rec, settings):
@@ -119,7 +126,7 @@ def _save(folder: Path, path: Path, rec, refined, start: float) -> None:
     seconds = time.perf_counter() - start
     metrics = rec.metrics if refined is None else refined.metrics
     fields = {"vertices": rec.vertices, "expression": rec.params.expression, "albedo": albedo,
-              "seconds": seconds, "metrics": json.dumps(metrics)}
+              "seconds": seconds, "metrics": json.dumps(metrics), "timings": json.dumps(rec.timings)}
     np.savez_compressed(folder / f"{path.stem}.npz", **fields)
     print(f"{folder.name} {path.name}: {seconds:.1f} s", flush=True)
 
@@ -316,9 +323,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--gallery", type=Path, default=None)
     parser.add_argument("--configs", default=None, help="evaluate only these (comma-separated)")
+    parser.add_argument("--part", default="0/1", help="reconstruct every m-th photo from the k-th: k/m")
     args = parser.parse_args()
     if args.phase == "reconstruct":
-        reconstruct(args.out, args.before, args.limit)
+        reconstruct(args.out, args.before, args.limit, args.part)
         return
     only = args.configs.split(",") if args.configs else None
     results = evaluate(args.out, args.faceres, args.limit, args.gallery, only)

@@ -120,9 +120,11 @@ def preset_settings(preset: str, **overrides) -> Settings:
     by_preset = {
         "fast": dict(refinement=RefinementSettings(iterations=30, resolution=160), texture_size=512,
                      texture_refinement=TextureRefinementSettings(iterations=0)),
-        "balanced": dict(refinement=RefinementSettings(iterations=100, resolution=224), texture_size=1024,
+        "balanced": dict(refinement=RefinementSettings(iterations=100, resolution=224,
+                                                       likeness_iterations=30), texture_size=1024,
                          texture_refinement=TextureRefinementSettings(iterations=40, resolution=224)),
-        "quality": dict(refinement=RefinementSettings(iterations=150, resolution=256), texture_size=1024,
+        "quality": dict(refinement=RefinementSettings(iterations=150, resolution=256,
+                                                      likeness_iterations=40), texture_size=1024,
                         texture_refinement=TextureRefinementSettings(iterations=60, resolution=256),
                         detail=True, detail_iterations=80, detail_resolution=256),
     }[preset]

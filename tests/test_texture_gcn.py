@@ -55,8 +55,6 @@ def test_identity_loss_brings_the_render_nearer_the_photo(refined):
     _, result, _ = refined
     m = result.metrics
     assert m["texture_identity_after"] < m["texture_identity_before"]
-    # also with the head turned (novel_yaws): the photo's embedding is the target there too
-    assert m["texture_identity_turned_after"] < m["texture_identity_turned_before"]
     # ...at a small cost in pixel fidelity (measured: +1% in 12 steps, +13% in 40 at 224 px)
     assert m["texture_pixel_after"] < 1.25 * m["texture_pixel_before"]
 
@@ -101,29 +99,18 @@ def test_missing_identity_network_is_skipped_with_a_warning(face_model, monkeypa
     assert "texture_identity_after" not in rec.metrics and "texture_pixel_after" in rec.metrics
 
 
-def test_identity_renders_show_eyes_and_carry_the_alignment_to_turned_views(fast_reconstruction, pipeline):
-    """The renders the identity loss sees are what users see (eyeballs with the photo's iris colour,
-    teeth), and a turned view's chip transform follows the five alignment points on the surface:
-    MediaPipe finds them there in the turned render."""
-    from core.appearance.identity import chip_transform, five_points
-    from core.fitting.detection import detect_face
-
+def test_identity_renders_show_eyes_and_teeth(fast_reconstruction):
+    """The renders the identity loss sees are what users see: eyeballs in the photo's iris colour
+    (not holes into the head) where the photo shows the irises."""
     rec = fast_reconstruction
     detection = FaceDetection(rec.face_box, 1.0, rec.detected_landmarks, None, "mediapipe")
     n = MeshGraph.of_skin(rec.model).num_vertices
-    coarse = sample_atlas(rec.albedo.astype(np.float32) / 255, vertex_uvs(rec.model, n))
-    settings = TextureRefinementSettings(resolution=224, novel_yaws=(20.0,))
-    view = _ViewLoss(rec.model, TextureView(rec.image, rec.params, detection), torch.from_numpy(coarse),
-                     rec.albedo, n, load_identity_net(download=False), settings)
-    image = view.fixed.image(torch.from_numpy(coarse), view.background).numpy()
+    coarse = torch.from_numpy(sample_atlas(rec.albedo.astype(np.float32) / 255, vertex_uvs(rec.model, n)))
+    settings = TextureRefinementSettings(resolution=224)
+    view = _ViewLoss(rec.model, TextureView(rec.image, rec.params, detection), coarse, rec.albedo, n,
+                     load_identity_net(download=False), settings)
+    image = view.fixed.image(coarse, view.background).numpy()
     crop = Crop.around(rec.face_box, settings.resolution)
     x, y = np.floor(crop.points(rec.detected_landmarks[[468, 473]])).astype(int).T  # the irises
     assert not view.fixed.mask[y, x].any()  # the eyeballs cover the skin there
     assert (image[y, x].mean(1) < 0.45).all()  # a dark iris/pupil, not skin or sclera
-    (turned, transform), = view.turned
-    render = np.clip(turned.image(torch.from_numpy(coarse), view.background).numpy() * 255, 0, 255)
-    points = five_points(detect_face(render.astype(np.uint8), detector=pipeline.detector).landmarks)
-    # the carried points' chip transform puts the detected points within ~3 chip pixels (of 150) of
-    # where the detected points' own transform puts them
-    ours, theirs = (points @ t[:, :2].T + t[:, 2] for t in (transform, chip_transform(points)))
-    assert np.abs(ours - theirs).max() < 3

@@ -11,9 +11,8 @@ views, each with its own pose, camera and light), against
   corrects what the coarse albedo gets wrong, not the light;
 - an identity loss: cosine distance between face-recognition embeddings (core.appearance.identity) of
   each view's render (the head alone, on grey: it has to carry the likeness without the photo's hair and
-  background around it) and of its photo, at the photo's view and with the head turned by
-  ``novel_yaws`` (the photo's embedding is the target there too: at its own view the render is
-  already close to the photo, turned it is not, and users look at the head from every side);
+  background around it, but with eyes, teeth and mouth as users see them) and of its photo (the
+  geometry's own identity loss, at turned views too, is refinement's likeness pass);
 - a per-vertex loss keeping the colour of vertices no photo showed (or showed through untrusted
   pixels: hair, glasses, background) near the coarse one.
 The pixel and identity losses are averaged over the views; the network is conditioned on the views'
@@ -70,8 +69,6 @@ class TextureRefinementSettings:
     pixel_weight: float = 1.0
     identity_weight: float = 1.0
     vertex_weight: float = 10.0
-    novel_yaws: tuple[float, ...] = (-20.0, 20.0)  # degrees the head turns for extra identity renders
-    show_parts: bool = True  # renders show eyes, teeth and sockets (else skin over grey only)
 
 
 @dataclass
@@ -193,37 +190,20 @@ def sample_atlas(atlas: np.ndarray, uvs: np.ndarray) -> np.ndarray:
     return out.reshape(len(uvs), -1)
 
 
-def _turned(verts_cam: np.ndarray, yaw: float) -> np.ndarray:
-    """Camera-frame vertices turned by ``yaw`` degrees about the vertical axis through their centre."""
-    if not yaw:
-        return verts_cam
-    a = np.deg2rad(yaw)
-    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    centre = verts_cam.mean(0)
-    return (verts_cam - centre) @ rot.T + centre
-
-
 class _FixedRender:
     """The head seen by the photo's camera in a face crop, rasterised once: a render of per-vertex
     skin albedo is ``pixels @ albedo * shading`` (shading = SH basis at the pixel normals times the
     light of ``fit_light``) over a fixed layer: the eyes, teeth, gums and sockets in their own
-    colours (``part_colours``, as users see them; none without) over the grey background. ``yaw``
-    turns the head (degrees, about the vertical camera axis through its centre) for a view the photo
-    does not show."""
+    colours (``part_colours``, as users see them) over the grey background."""
 
     def __init__(self, model: FaceModel, params: FaceParams, crop: Crop, num_vertices: int,
-                 part_colours: np.ndarray | None = None, yaw: float = 0.0):
+                 part_colours: np.ndarray):
         skin_faces, _ = model.triangles(SKIN_POLYGONS)
-        shown = [skin_faces] + ([] if part_colours is None else [_part_triangles(model)])
-        faces_np = np.concatenate(shown)
-        faces = torch.from_numpy(faces_np.astype(np.int64))
-        count = num_vertices if part_colours is None else model.num_vertices
-        verts = model.vertices(params.identity, params.expression)[:count].astype(np.float64)
-        verts_cam = _turned(params.to_camera(verts), yaw)
-        self.verts_cam, self.faces, self.camera = verts_cam, faces, crop.camera(params.camera)
-        verts_cam = torch.from_numpy(verts_cam)
-        frags = rasterize(project(verts_cam, self.camera), faces, crop.size, crop.size)
-        self.frags = frags
+        parts_shown = model.polygons[SKIN_POLYGONS:][shown_polygons(model)[SKIN_POLYGONS:]]
+        faces = torch.from_numpy(np.concatenate([skin_faces, triangulate(parts_shown)]).astype(np.int64))
+        verts = model.vertices(params.identity, params.expression).astype(np.float64)
+        verts_cam = torch.from_numpy(params.to_camera(verts))
+        frags = rasterize(project(verts_cam, crop.camera(params.camera)), faces, crop.size, crop.size)
         face_id = frags.face_id.reshape(-1)
         is_skin = frags.mask.reshape(-1) & (face_id < len(skin_faces))
         covered = is_skin.nonzero().squeeze(1)
@@ -244,30 +224,13 @@ class _FixedRender:
         parts = (frags.mask.reshape(-1) & ~is_skin).nonzero().squeeze(1)
         part_bary = frags.bary.reshape(-1, 3)[parts].float()
         self.part_pixels, self.part_basis = parts, basis_at(parts, part_bary)
-        self.part_colour = torch.zeros(len(parts), 3)
-        if part_colours is not None:
-            corners = torch.from_numpy(part_colours[faces[face_id[parts]].numpy()])
-            self.part_colour = (part_bary[..., None] * corners).sum(1).float()
-        self.light: Tensor | None = None  # fitted by fit_light
+        corners = torch.from_numpy(part_colours[faces[face_id[parts]].numpy()])
+        self.part_colour = (part_bary[..., None] * corners).sum(1).float()
         self._shade(torch.from_numpy(np.asarray(params.sh, np.float64)).reshape(9, 3))
 
     def _shade(self, light: Tensor) -> None:
         self.shading = (self.basis.double() @ light).float()
         self.part_layer = (self.part_colour * (self.part_basis.double() @ light).float()).clamp(0, 1)
-
-    def surface_points(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(triangle ids, barycentrics) of the head under crop ``pixels`` (N, 2); None when one
-        of them misses it."""
-        x, y = np.clip(np.floor(pixels).astype(int), 0, self.mask.shape[0] - 1).T
-        if not self.frags.mask[y, x].all():
-            return None
-        return self.frags.face_id[y, x].numpy(), self.frags.bary[y, x].double().numpy()
-
-    def project_points(self, triangles: np.ndarray, bary: np.ndarray) -> np.ndarray:
-        """Crop pixels (N, 2) of the surface points (``surface_points``) in this render."""
-        corners = self.verts_cam[self.faces[triangles].numpy()]  # (N, 3, 3)
-        points = torch.from_numpy((bary[..., None] * corners).sum(1))
-        return project(points, self.camera)[:, :2].numpy()
 
     def fit_light(self, vertex_albedo: Tensor, photo: Tensor, mask: Tensor) -> None:
         """Least-squares RGB SH light (9, 3) making ``vertex_albedo``'s render match ``photo`` on
@@ -280,16 +243,9 @@ class _FixedRender:
         target = photo.reshape(-1, 3)[self.covered][rows].double()
         reg = 1e-3 * len(basis) * torch.eye(9, dtype=torch.float64)
         reg[0, 0] = 0
-        self.use_light(torch.stack([
+        self._shade(torch.stack([
             torch.linalg.solve((basis * albedo[:, c:c + 1] ** 2).T @ basis + reg,
                                (basis * albedo[:, c:c + 1]).T @ target[:, c]) for c in range(3)], 1))
-
-    def use_light(self, light: Tensor | None) -> None:
-        """Shade with ``light`` (9, 3), camera frame: fitted here, or another render's (the photo's
-        at a turned view); None keeps the current one."""
-        if light is not None:
-            self.light = light
-            self._shade(light)
 
     def image(self, vertex_albedo: Tensor, background: Tensor) -> Tensor:
         """(S, S, 3): the shaded render where the skin covers the crop, the parts' layer or
@@ -297,11 +253,6 @@ class _FixedRender:
         flat = background.reshape(-1, 3).index_put((self.part_pixels,), self.part_layer)
         colour = (self.pixels @ vertex_albedo) * self.shading
         return flat.index_put((self.covered,), colour).view(background.shape)
-
-
-def _part_triangles(model: FaceModel) -> np.ndarray:
-    """Triangles of the shown parts beyond the skin polygons: sockets, eyes, teeth and gums."""
-    return triangulate(model.polygons[SKIN_POLYGONS:][shown_polygons(model)[SKIN_POLYGONS:]])
 
 
 def part_colours(model: FaceModel, albedo: np.ndarray, iris: tuple[float, float, float]) -> np.ndarray:
@@ -345,8 +296,7 @@ class _ViewLoss:
                  num_vertices: int, identity_net: FaceRecognitionNet | None,
                  settings: TextureRefinementSettings):
         crop = Crop.around(view.detection.box, settings.resolution)
-        parts = part_colours(model, atlas, iris_colour(view.rgb, view.detection.landmarks)) \
-            if settings.show_parts else None
+        parts = part_colours(model, atlas, iris_colour(view.rgb, view.detection.landmarks))
         self.photo = torch.from_numpy(crop.image(view.rgb).astype(np.float32) / 255)
         landmarks = crop.points(view.detection.landmarks)
         skin = skin_mask(landmarks, crop.size, crop.size, margin=0.02)
@@ -355,31 +305,12 @@ class _ViewLoss:
         self.fixed = _FixedRender(model, view.params, crop, num_vertices, parts)
         self.mask = (self.fixed.mask & torch.from_numpy(skin)).float()[None, None]
         self.fixed.fit_light(coarse, self.photo, self.mask[0, 0] > 0)
-        points = five_points(landmarks)
-        self.transform = chip_transform(points)
+        self.transform = chip_transform(five_points(landmarks))
         self.net = identity_net
         with torch.no_grad():
             self.target = embed(identity_net, self.photo, self.transform) if identity_net is not None \
                 else torch.zeros(128)
         self.background = torch.full_like(self.photo, BACKGROUND)
-        self.turned = self._turned_views(model, view.params, crop, num_vertices, parts, points,
-                                         settings.novel_yaws)
-
-    def _turned_views(self, model: FaceModel, params: FaceParams, crop: Crop, num_vertices: int,
-                      parts: np.ndarray | None, points: np.ndarray, yaws: tuple[float, ...]
-                      ) -> list[tuple[_FixedRender, np.ndarray]]:
-        """The head turned by each of ``yaws`` in the same crop and light, with the chip transform
-        of the photo's five alignment points carried along on the surface (none when the photo
-        shows one of them off the head)."""
-        on_surface = self.fixed.surface_points(points) if self.net is not None else None
-        if on_surface is None:
-            return []
-        views = []
-        for yaw in yaws:
-            fixed = _FixedRender(model, params, crop, num_vertices, parts, yaw)
-            fixed.use_light(self.fixed.light)
-            views.append((fixed, chip_transform(fixed.project_points(*on_surface))))
-        return views
 
     def losses(self, albedo: Tensor, identity: bool) -> dict[str, Tensor]:
         image = self.fixed.image(albedo, self.background)
@@ -387,10 +318,6 @@ class _ViewLoss:
                                            self.mask)}
         if identity:
             terms["identity"] = 1 - embed(self.net, image, self.transform) @ self.target
-            if self.turned:  # the turned views' mean distance, reported apart
-                terms["identity_turned"] = torch.stack([
-                    1 - embed(self.net, fixed.image(albedo, self.background), transform) @ self.target
-                    for fixed, transform in self.turned]).mean()
         return terms
 
 
@@ -413,14 +340,11 @@ def _refine_texture(model, views, texture, surface, graph, identity_net, setting
     def losses(identity: bool) -> tuple[Tensor, dict[str, Tensor], list[dict[str, Tensor]], Tensor]:
         albedo = (coarse + net(features, condition, graph.laplacian)).clamp(0, 1)
         per_view = [s.losses(albedo, identity) for s in seen]
-        names = dict.fromkeys(k for v in per_view for k in v)  # some views may lack "identity_turned"
-        terms = {k: torch.stack([v[k] for v in per_view if k in v]).mean() for k in names}
+        terms = {k: torch.stack([v[k] for v in per_view]).mean() for k in per_view[0]}
         terms["vertex"] = (unseen * (albedo - coarse).square().sum(1)).sum() / unseen.sum().clamp(min=1)
         total = settings.pixel_weight * terms["pixel"] + settings.vertex_weight * terms["vertex"]
         if identity_loss:
-            # the photo's view and the turned ones count alike
-            identity = (terms["identity"] + terms.get("identity_turned", terms["identity"])) / 2
-            total = total + settings.identity_weight * identity
+            total = total + settings.identity_weight * terms["identity"]
         return total, terms, per_view, albedo
 
     def evaluate() -> tuple[dict[str, float], list[dict[str, float]], Tensor]:

@@ -61,7 +61,7 @@ class RefinementSettings:
     # identity loss on the geometry, the face-recognition distance of the textured render to the
     # photo at the photo's view and with the head turned by likeness_yaws (0 switches it off).
     likeness_iterations: int = 0
-    likeness_weight: float = 1.0
+    likeness_weight: float = 3.0
     likeness_yaws: tuple[float, ...] = (-20.0, 20.0)
 
 
