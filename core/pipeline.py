@@ -41,6 +41,7 @@ from .fitting.detection import (
     detect_face,
     detection_notes,
     find_upright,
+    is_upright,
     make_detector,
     same_face,
 )
@@ -275,8 +276,8 @@ class Pipeline:
             if sparse is None:
                 raise
             return sparse
-        if self.scrfd is None:
-            return face
+        if self.scrfd is None or not is_upright(face):
+            return face  # SCRFD's keypoints of a face on its side are guesses (AFLW2000-3D image00617)
         return replace(face, keypoints=same_face(face, self.scrfd.detect(rgb), KEYPOINTS_IOU))
 
     def _keypoint_face(self, rgb: np.ndarray) -> FaceDetection | None:
