@@ -37,7 +37,7 @@ from .skin_mask import INNER_LIPS, LEFT_EYE, RIGHT_EYE, polygon_mask
 from .skin_trust import SkinTrust
 
 LUMA = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709 luminance of linear RGB
-PRIOR_SIGMA = 0.2  # log chroma: how far a camera's white balance may be off
+PRIOR_SIGMA = 0.25  # log chroma: how far a camera's white balance may be off
 MAX_SHIFT = 0.5  # log chroma: the largest correction made (a factor 1.65 between channels)
 CAUCHY = 2.0  # cues further than this many of their sigmas from the fused estimate lose weight
 # Calibrated by benchmarks/white_balance.py calibrate (AFLW2000-3D dev): medians over the photos,
