@@ -2,10 +2,15 @@
 skin albedo with marks that are *not* geometry, rendered by Cycles (``bpy``), saved with their truth.
 
     python scripts/make_synthetic_faces.py --output out/synthetic [--cases 6] [--size 512] [--samples 24]
-        [--light-tint R G B]
+        [--light-tint R G B] [--off displacement shadows occlusion specular world subdivision]
 
 ``--light-tint`` colours the whole illumination (the three lights and the world) by linear RGB
 factors, as a tinted room would: the albedo truth stays the same (for white-balance checks).
+``--off`` renders a variant without some of the image's parts (the truth files stay those of the
+full head), to measure how much of the photo each part makes: ``displacement`` (no folds),
+``shadows`` (the lights cast no shadows), ``occlusion`` (the head blocks no light at all: neither
+cast shadows nor the sky's occlusion), ``specular`` (no specular reflection), ``world`` (no sky),
+``subdivision`` (the ICT mesh as it is, smooth-shaded; with ``displacement`` only).
 
 Per case ``<output>/<name>/``: ``photo.png`` (the Cycles render) and ``truth.npz``:
 ``displacement_mm`` (N, N) over the face UV tile (outwards along the head's smooth normals, row 0 =
@@ -51,6 +56,7 @@ TRUTH_SIZE = 512  # displacement truth over the face tile
 ALBEDO_SIZE = 1024  # skin atlas (S, 2S)
 HEAD_HEIGHT_M = 0.22
 DISP_MID, DISP_RANGE_MM = 0.5, 8.0  # displacement texture value = mid + mm / range
+VARIANT_PARTS = ("displacement", "shadows", "occlusion", "specular", "world", "subdivision")
 FACE_VERTICES = VERTEX_REGIONS["face"][1]
 SKIN_VERTICES = VERTEX_REGIONS["head_neck"][1]
 # ICT materials (FaceModel.material_names order): linear base colour, None = not rendered.
@@ -296,10 +302,12 @@ def head_mesh(model: FaceModel, vertices: np.ndarray):
 
 def render_cycles(case: Case, verts, polys, corner_uvs, materials, model: FaceModel, albedo: np.ndarray,
                   roughness: np.ndarray, disp_mm: np.ndarray, params: dict, size: int, samples: int,
-                  path: Path, tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+                  path: Path, tint: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                  off: frozenset[str] = frozenset()) -> None:
     """Catmull-Clark subdivision (2 levels: ~1 mm apart on the face, and smooth, unlike a flat
     midpoint subdivision whose facets would shade like the coarse mesh), then Blender's Displace
-    modifier along the subdivided surface's normals from the face tile's displacement."""
+    modifier along the subdivided surface's normals from the face tile's displacement. ``off``: parts
+    of VARIANT_PARTS left out."""
     import bpy
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -316,7 +324,7 @@ def render_cycles(case: Case, verts, polys, corner_uvs, materials, model: FaceMo
     obj = bpy.data.objects.new("head", mesh)
     scene.collection.objects.link(obj)
     subsurf = obj.modifiers.new("subdivision", "SUBSURF")
-    subsurf.levels = subsurf.render_levels = 2
+    subsurf.levels = subsurf.render_levels = 0 if "subdivision" in off else 2
     n = disp_mm.shape[0]
     atlas = np.full((n, 2 * n), DISP_MID, np.float32)
     atlas[:, :n] = DISP_MID + disp_mm / DISP_RANGE_MM
@@ -326,9 +334,10 @@ def render_cycles(case: Case, verts, polys, corner_uvs, materials, model: FaceMo
     displace = obj.modifiers.new("displace", "DISPLACE")
     displace.texture, displace.texture_coords, displace.uv_layer = texture, "UV", "UVMap"
     displace.direction, displace.mid_level = "NORMAL", DISP_MID
-    displace.strength = DISP_RANGE_MM * 1e-3  # metres per texture unit
+    displace.strength = 0.0 if "displacement" in off else DISP_RANGE_MM * 1e-3  # metres per texture unit
+    obj.visible_shadow = "occlusion" not in off
     for name in model.material_names:
-        mesh.materials.append(_material(name, albedo, roughness))
+        mesh.materials.append(_material(name, albedo, roughness, "specular" in off))
 
     # The camera: OpenCV axes (x right, y down, z forward) = Blender (x, -z, y) from its location.
     rot, t = rotation_matrix(params["rotation"]) @ MODEL_TO_CAMERA, params["translation"]
@@ -367,6 +376,7 @@ def render_cycles(case: Case, verts, polys, corner_uvs, materials, model: FaceMo
         target = np.asarray(obj.location) + to_blender @ verts[:FACE_VERTICES].mean(0)
         position = target + distance * (-forward * math.cos(el) * math.cos(az) + right * math.cos(el)
                                         * math.sin(az) + up * math.sin(el))
+        light.use_shadow = "shadows" not in off
         lamp = bpy.data.objects.new(name, light)
         lamp.location = position.tolist()
         aim = mathutils.Vector((target - position).tolist())
@@ -389,7 +399,7 @@ def render_cycles(case: Case, verts, polys, corner_uvs, materials, model: FaceMo
     links.new(sep.outputs["Z"], maprange.inputs["Value"])
     links.new(maprange.outputs["Result"], ramp.inputs["Fac"])
     links.new(ramp.outputs["Color"], background.inputs["Color"])
-    background.inputs["Strength"].default_value = 0.3
+    background.inputs["Strength"].default_value = 0.0 if "world" in off else 0.3
     scene.world = world
 
     scene.render.engine = "CYCLES"
@@ -406,7 +416,7 @@ def render_cycles(case: Case, verts, polys, corner_uvs, materials, model: FaceMo
     bpy.ops.render.render(write_still=True)
 
 
-def _material(name: str, albedo: np.ndarray, roughness: np.ndarray):
+def _material(name: str, albedo: np.ndarray, roughness: np.ndarray, no_specular: bool = False):
     import bpy
 
     mat = bpy.data.materials.new(name)
@@ -420,7 +430,7 @@ def _material(name: str, albedo: np.ndarray, roughness: np.ndarray):
         rough.image = _image(f"rough_{name}", np.repeat(roughness[..., None], 3, -1), "Non-Color")
         links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
         links.new(rough.outputs["Color"], bsdf.inputs["Roughness"])
-        bsdf.inputs["Specular IOR Level"].default_value = 0.45
+        bsdf.inputs["Specular IOR Level"].default_value = 0.0 if no_specular else 0.45
         return mat
     colour = PART_COLOURS.get(name)
     if colour is None:
@@ -447,7 +457,7 @@ def _image(name: str, rgb: np.ndarray, colourspace: str):
 
 
 def make_case(case: Case, model: FaceModel, out: Path, size: int, samples: int,
-              tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Path:
+              tint: tuple[float, float, float] = (1.0, 1.0, 1.0), off: frozenset[str] = frozenset()) -> Path:
     folder = out / case.name
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(case.seed)
@@ -469,7 +479,7 @@ def make_case(case: Case, model: FaceModel, out: Path, size: int, samples: int,
     params = head_params(case, vertices, size)
     start = time.perf_counter()
     render_cycles(case, *head_mesh(model, vertices), model, albedo, roughness, disp, params, size, samples,
-                  folder / "photo.png", tint)
+                  folder / "photo.png", tint, off)
     seconds = time.perf_counter() - start
 
     stretch = uv_stretch(vertices, model) / TRUTH_SIZE
@@ -483,7 +493,7 @@ def make_case(case: Case, model: FaceModel, out: Path, size: int, samples: int,
         identity=identity, expression=expression, rotation=params["rotation"],
         translation=params["translation"], camera=params["camera"])
     recipe = {**asdict(case), "size": size, "samples": samples, "light_tint": list(tint),
-              "render_seconds": round(seconds, 1)}
+              "off": sorted(off), "render_seconds": round(seconds, 1)}
     (folder / "case.json").write_text(json.dumps(recipe, indent=1))
     return folder
 
@@ -497,13 +507,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=24)
     parser.add_argument("--light-tint", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("R", "G", "B"),
                         help="linear RGB factors of every light and the world (a tinted room)")
+    parser.add_argument("--off", nargs="*", default=[], choices=VARIANT_PARTS,
+                        help="render a variant without these parts (see the module docstring)")
     args = parser.parse_args(argv)
     model = load_face_model()
     for case in CASES[:args.cases]:
         if args.only and case.name not in args.only:
             continue
         start = time.perf_counter()
-        folder = make_case(case, model, args.output, args.size, args.samples, tuple(args.light_tint))
+        folder = make_case(case, model, args.output, args.size, args.samples, tuple(args.light_tint),
+                           frozenset(args.off))
         print(f"{case.name}: {time.perf_counter() - start:.1f} s -> {folder}", flush=True)
     return 0
 
