@@ -2,15 +2,16 @@
 skin albedo with marks that are *not* geometry, rendered by Cycles (``bpy``), saved with their truth.
 
     python scripts/make_synthetic_faces.py --output out/synthetic [--cases 6] [--size 512] [--samples 24]
-        [--light-tint R G B] [--off displacement shadows occlusion specular world subdivision]
+        [--light-tint R G B] [--off displacement shadows occlusion specular world subdivision marks]
 
 ``--light-tint`` colours the whole illumination (the three lights and the world) by linear RGB
 factors, as a tinted room would: the albedo truth stays the same (for white-balance checks).
-``--off`` renders a variant without some of the image's parts (the truth files stay those of the
-full head), to measure how much of the photo each part makes: ``displacement`` (no folds),
-``shadows`` (the lights cast no shadows), ``occlusion`` (the head blocks no light at all: neither
-cast shadows nor the sky's occlusion), ``specular`` (no specular reflection), ``world`` (no sky),
-``subdivision`` (the ICT mesh as it is, smooth-shaded; with ``displacement`` only).
+``--off`` renders a variant without some of the image's parts (the displacement truth stays the
+full head's; the albedo is the one rendered), to measure how much of the photo each part makes:
+``displacement`` (no folds), ``shadows`` (the lights cast no shadows), ``occlusion`` (the head
+blocks no light at all: neither cast shadows nor the sky's occlusion), ``specular`` (no specular
+reflection), ``world`` (no sky), ``subdivision`` (the ICT mesh as it is, smooth-shaded; with
+``displacement`` only), ``marks`` (the albedo without freckles, moles, blotches, make-up, stubble).
 
 Per case ``<output>/<name>/``: ``photo.png`` (the Cycles render) and ``truth.npz``:
 ``displacement_mm`` (N, N) over the face UV tile (outwards along the head's smooth normals, row 0 =
@@ -56,7 +57,7 @@ TRUTH_SIZE = 512  # displacement truth over the face tile
 ALBEDO_SIZE = 1024  # skin atlas (S, 2S)
 HEAD_HEIGHT_M = 0.22
 DISP_MID, DISP_RANGE_MM = 0.5, 8.0  # displacement texture value = mid + mm / range
-VARIANT_PARTS = ("displacement", "shadows", "occlusion", "specular", "world", "subdivision")
+VARIANT_PARTS = ("displacement", "shadows", "occlusion", "specular", "world", "subdivision", "marks")
 FACE_VERTICES = VERTEX_REGIONS["face"][1]
 SKIN_VERTICES = VERTEX_REGIONS["head_neck"][1]
 # ICT materials (FaceModel.material_names order): linear base colour, None = not rendered.
@@ -222,9 +223,10 @@ def smooth_noise(rng, shape, sigma_px: float) -> np.ndarray:
     return n / (n.std() + 1e-9)
 
 
-def albedo_maps(case: Case, lm: np.ndarray, fold_dist_mm: np.ndarray):
+def albedo_maps(case: Case, lm: np.ndarray, fold_dist_mm: np.ndarray, with_marks: bool = True):
     """sRGB albedo (S, 2S, 3) float, roughness (S, 2S), the albedo-only marks over the face tile
-    (S, S) bool, and the T-zone (S, S) bool."""
+    (S, S) bool, and the T-zone (S, S) bool. ``with_marks=False``: the albedo without the marks
+    (the same marks mask)."""
     s = ALBEDO_SIZE
     rng = np.random.default_rng(100 + case.seed)
     albedo = np.ones((s, 2 * s, 3), np.float32) * np.asarray(case.skin, np.float32)
@@ -233,6 +235,7 @@ def albedo_maps(case: Case, lm: np.ndarray, fold_dist_mm: np.ndarray):
     g = tile_grid(s)
     face = albedo[:, :s]
     near_fold = cv2.resize(fold_dist_mm, (s, s), interpolation=cv2.INTER_LINEAR) < 4.0
+    plain = face.copy()
 
     def cheek_point():
         while True:
@@ -257,6 +260,8 @@ def albedo_maps(case: Case, lm: np.ndarray, fold_dist_mm: np.ndarray):
         dots = (rng.random((s, s)) < 0.10) & region
         face[dots] *= np.array([0.62, 0.60, 0.60], np.float32)
         marks |= region
+    if not with_marks:
+        face[:] = plain
     lips = blob(g, (0.5, 0.5 * (lm[51, 1] + lm[57, 1])), (22, 5.5))
     face *= (1 - 0.25 * np.clip(lips * 1.5, 0, 1)[..., None] * np.array([0.0, 0.5, 0.45], np.float32))
     for a, b in ((17, 21), (22, 26)):  # brows: hair, not skin
@@ -475,7 +480,7 @@ def make_case(case: Case, model: FaceModel, out: Path, size: int, samples: int,
     falloff = np.zeros_like(disp)
     falloff[island] = mesh_falloff(tile_uv[island])
     disp = disp * falloff
-    albedo, roughness, marks, tzone = albedo_maps(case, lm, fold_dist)
+    albedo, roughness, marks, tzone = albedo_maps(case, lm, fold_dist, "marks" not in off)
     params = head_params(case, vertices, size)
     start = time.perf_counter()
     render_cycles(case, *head_mesh(model, vertices), model, albedo, roughness, disp, params, size, samples,

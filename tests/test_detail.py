@@ -18,7 +18,6 @@ from core.displacement.clip_features import ClipSettings
 from core.errors import AssetError, Cancelled
 from core.fitting.refinement import RefinementSettings
 from core.geometry.face_model import FACE_POLYGONS
-from core.geometry.parts import srgb_to_linear
 from core.pipeline import Pipeline, preset_settings
 from core.progress import Progress
 
@@ -264,24 +263,3 @@ def test_normal_map_of_an_analytic_bump():
     # Twice the texel size halves the slope.
     flatter = D.bake_normal_map(bump, np.full((size, size, 2), 2 * texel_m)) / 255.0 * 2 - 1
     assert flatter[32, 38, 0] == pytest.approx(np.sin(np.arctan(slope / 2)), abs=0.02)
-
-
-def test_chromaticity_ignores_white_light_and_sees_pigment(rec):
-    """The chromaticity that weights marks out of the shading term: shading by white light (all
-    linear channels scaled alike) must not move it; a pigment mark (blood: less green and blue)
-    must, more than on the sRGB values it was computed from before (~2.2x: log of linear)."""
-    box = rec.face_box.astype(int)
-    skin = torch.from_numpy((rec.image[box[1]:box[3]:4, box[0]:box[2]:4] / 255.0).astype(np.float32))
-    ok = skin.min(-1).values > 0.05  # not clipped to black
-
-    def srgb(linear):
-        curve = 1.055 * linear.clamp_min(0) ** (1 / 2.4) - 0.055
-        return torch.where(linear <= 0.0031308, 12.92 * linear, curve)
-
-    linear = torch.from_numpy(srgb_to_linear(skin.numpy()))
-    plain = D.log_chromaticity(skin)[0][:, ok]
-    shaded = D.log_chromaticity(srgb(linear * 0.6))[0][:, ok]
-    assert (shaded - plain).abs().median() < 1e-3
-    blood = D.log_chromaticity(srgb(linear * torch.tensor([1.0, 0.8, 0.8])))[0][:, ok]
-    on_srgb = torch.log(srgb(linear * torch.tensor([1.0, 0.8, 0.8])) / skin).permute(2, 0, 1)[:, ok]
-    assert (blood - plain)[0].median() > 2 * (on_srgb[0] - on_srgb[1]).median() > 0

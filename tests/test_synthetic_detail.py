@@ -54,3 +54,21 @@ def test_measures_score_the_truth_perfectly_and_zero_as_nothing(case, face_model
     assert zero["corr"] == 0 and zero["false_flat"] == 0 and zero["rmse_mm"] > 0.03
     bumps = S.measure(np.where(truth.marks, 1.0, 0.0), truth, region, metres)  # marks turned into bumps
     assert bumps["false_marks"] > 1.0
+
+
+def test_variants_leave_parts_out(case, face_model, tmp_path):
+    """--off: the albedo without marks differs from the full one only at the marks (same marks
+    mask); a render without displacement, marks, shadows and specular is still the same head."""
+    model_lm = M.landmark_uvs(face_model)
+    disp, fold_dist = M.displacement_truth(M.CASES[1], model_lm, M.TRUTH_SIZE)
+    full, _, marks, _ = M.albedo_maps(M.CASES[1], model_lm, fold_dist)
+    plain, _, same_marks, _ = M.albedo_maps(M.CASES[1], model_lm, fold_dist, with_marks=False)
+    assert np.array_equal(marks, same_marks)
+    changed = np.abs(full - plain).max(-1) > 0.01
+    assert changed[:, :M.ALBEDO_SIZE][marks].mean() > 0.3 and not changed[:, M.ALBEDO_SIZE:].any()
+    off = frozenset({"displacement", "marks", "shadows", "specular"})
+    variant = M.make_case(M.CASES[1], face_model, tmp_path, size=128, samples=4, off=off)
+    photo = np.asarray(Image.open(variant / "photo.png").convert("RGB")).astype(float)
+    reference = np.asarray(Image.open(case / "photo.png").convert("RGB")).astype(float)
+    difference = np.abs(photo - reference).mean(-1)
+    assert 0.5 < difference.mean() < 20  # the same head, without its parts

@@ -48,7 +48,6 @@ from ..fitting.losses import (
 )
 from ..fitting.refinement import CROP_MARGIN, Crop
 from ..geometry.face_model import FACE_POLYGONS, SKIN_POLYGONS, VERTEX_REGIONS, FaceModel
-from ..geometry.parts import srgb_to_linear
 from ..geometry.rendering import (
     Fragments,
     cpu_threads,
@@ -438,15 +437,6 @@ def highpass(image: torch.Tensor, mask: torch.Tensor, taps: torch.Tensor) -> tor
     return (image - low) * mask
 
 
-def log_chromaticity(rgb: torch.Tensor) -> torch.Tensor:
-    """(H, W, 3) sRGB in [0, 1] -> (1, 2, H, W) log(R / G), log(B / G) of the *linear* colours:
-    exactly unchanged by a white light's shading (the sRGB curve is no power law), and a mark's
-    change is ~2.2x its size on the sRGB values, so marks stand out of the image noise."""
-    linear = torch.from_numpy(srgb_to_linear(rgb.cpu().numpy())).to(rgb)
-    log_rgb = torch.log(linear.clamp_min(LOG_FLOOR)).permute(2, 0, 1)[None]
-    return torch.cat([log_rgb[:, :1] - log_rgb[:, 1:2], log_rgb[:, 2:] - log_rgb[:, 1:2]], 1)
-
-
 def normal_basis(normals: torch.Tensor, degree: int) -> torch.Tensor:
     """(..., 3) unit normals -> (..., K) monomials x^i y^j z^k, i + j + k <= ``degree``."""
     x, y, z = normals.unbind(-1)
@@ -518,7 +508,9 @@ class DetailView:
             albedo = sample_texture(torch.from_numpy(rec.albedo.astype(np.float32) / 255).to(self.device), uv)
             photo = photo / albedo.clamp_min(0.02)
         mask = self.data_mask[None, None].float()
-        chroma = highpass(log_chromaticity(photo), mask, self._image_taps)
+        log_rgb = torch.log(photo.clamp_min(LOG_FLOOR)).permute(2, 0, 1)[None]
+        chroma = highpass(torch.cat([log_rgb[:, :1] - log_rgb[:, 1:2], log_rgb[:, 2:] - log_rgb[:, 1:2]], 1),
+                          mask, self._image_taps)
         weight = torch.exp(-(chroma.square().sum(1, keepdim=True) / CHROMA_TAU**2))
         weight = -F.max_pool2d(-weight, 3, stride=1, padding=1)  # also a mark's blurred rim
         self.shading_weight = mask * weight
