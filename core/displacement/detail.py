@@ -120,9 +120,9 @@ class DetailSettings:
     falloff_width: float = 0.04  # face-tile UV units (~1 cm) over which displacement ramps up
     # Gaussian sigma (mm) of the high-pass applied to the photo's log-luminance, the render's and
     # the displacement: shape larger than this is the coarse fit's, and its misfit (or the light's,
-    # or the albedo's low frequencies) cannot leak into the detail. Folds are 1-4 mm wide; what the
-    # coarse model leaves unexplained (cast shadows, sheen, marks' residue) is broader: 2 mm keeps
-    # the map from carrying it (synthetic set: false detail halved, same correlation as 3 mm).
+    # or the albedo's low frequencies) cannot leak into the detail. Folds are 1-4 mm wide; at 3 mm
+    # the map also carried few-mm lumps driven by what the model cannot explain (cast shadows,
+    # sheen, marks' residue). Synthetic set: 2 mm halves false detail, same correlation.
     highpass_mm: float = 2.0
     # Divide the photo by the fitted albedo before the high-pass. Only for an albedo known to be
     # free of shading (benchmarks' true-albedo oracle): the texture stage's de-lit albedo still
