@@ -49,7 +49,7 @@ HRN_PERSON = "hrn_multiview"
 ATLAS_SIZE = 512  # stored albedo height; renders are 256 px
 RENDER_SIZE = 256
 YAWS = (0, -25, 25)
-RECONSTRUCTED = ("before", "after", "no_identity", "no_gcn", "no_likeness")
+RECONSTRUCTED = ("before", "after", "no_identity", "no_gcn", "no_likeness", "scalp_hair")
 
 
 def photos() -> list[tuple[Path, str]]:
@@ -75,7 +75,9 @@ def reconstruct(out: Path, before: bool, limit: int | None, part: str = "0/1") -
     """Balanced-preset heads. The current code runs the pipeline twice without the GCN stage: as
     it is ("no_gcn") and without the likeness pass ("no_likeness" after the GCN). It refines the
     first coarse texture as the pipeline would ("after") and the second without its identity loss
-    ("no_identity": no identity loss anywhere) and with it ("no_likeness"); ``before`` runs the
+    ("no_identity": no identity loss anywhere) and with it ("no_likeness"); a third run, as the
+    pipeline is, keeps the photo's hair colour on the scalp ("scalp_hair", ``--scalp hair``, what
+    users who want a cap see); ``before`` runs the
     checkout on PYTHONPATH as it is. ``part`` "k/m": only every m-th photo from the k-th (processes
     side by side)."""
     import torch
@@ -86,14 +88,18 @@ def reconstruct(out: Path, before: bool, limit: int | None, part: str = "0/1") -
     pipe = Pipeline()
     k, m = (int(x) for x in part.split("/"))
     for path, _ in photos()[:limit][k::m]:
-        done = [out / c / f"{path.stem}.npz" for c in (("before",) if before else RECONSTRUCTED[1:])]
-        if all(p.exists() for p in done):
-            continue
+        missing = {c for c in (("before",) if before else RECONSTRUCTED[1:])
+                   if not (out / c / f"{path.stem}.npz").exists()}
         start = time.perf_counter()
-        if before:
-            _save(out / "before", path, pipe.run(path, preset_settings("balanced")), None, start)
-            continue
         balanced = preset_settings("balanced")
+        if "before" in missing:
+            _save(out / "before", path, pipe.run(path, balanced), None, start)
+        if "scalp_hair" in missing:
+            hair = replace(balanced, texture=replace(balanced.texture, scalp="hair"))
+            _save(out / "scalp_hair", path, pipe.run(path, hair), None, start)
+            start = time.perf_counter()
+        if not missing & {"after", "no_identity", "no_gcn", "no_likeness"}:
+            continue
         gcn = balanced.texture_refinement
         no_gcn = replace(balanced, texture_refinement=replace(gcn, iterations=0))
         rec = pipe.run(path, no_gcn)
