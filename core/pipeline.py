@@ -74,6 +74,7 @@ from .reconstruction import DroppedPhoto, PhotoFit, Reconstruction
 
 PRESET_NAMES = ("fast", "balanced", "quality")
 DETAIL_GUIDANCE = ("auto", "clip", "photometric")  # Settings.detail_guidance
+LIKENESS_PASS_TERMS = ("likeness", "photometric", "heldout_photometric")
 # MediaPipe outer eye corners (subject's right, subject's left): they set the initial depth.
 EYE_CORNERS = (33, 263)
 # A photo is another person when its landmark error with the others' identity exceeds its own
@@ -557,7 +558,10 @@ class Pipeline:
         out = [RefinementResult(replace(f.params, identity=identity.copy()), f.metrics) for f in fitted]
         for i, result in zip(dense, refined):
             params = match_eyelids(self.model, result.params, photos[i].detection.landmarks)
-            likeness = {k: v for k, v in result.metrics.items() if k.startswith("likeness")}
+            # the pass's own photometric terms are kept apart (likeness_photometric_*, and held-out
+            # ones when asked): they say whether the identity loss costs fit to the photo
+            likeness = {k if k.startswith("likeness") else f"likeness_{k}": v
+                        for k, v in result.metrics.items() if k.rsplit("_", 1)[0] in LIKENESS_PASS_TERMS}
             out[i] = RefinementResult(params, fitted[i].metrics | likeness)
         return out
 

@@ -70,6 +70,9 @@ def test_likeness_pass_brings_the_textured_render_nearer_the_photo(pipeline, fas
                        Progress(lambda stage, done, total: stages.append(stage)))
     m = rec.metrics
     assert m["likeness_after"] < m["likeness_before"]
+    # the pass's own photometric terms are reported apart from the first refinement's
+    assert m["likeness_photometric_after"] < m["likeness_photometric_before"]
+    assert m["photometric_after"] != m["likeness_photometric_after"]
     assert "refine likeness" in stages and stages.count("texture") == 2
     assert rec.timings["likeness"] > 0
     # the landmarks stay where the fit without the pass put them (within 2% of the face box side)
