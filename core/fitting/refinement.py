@@ -19,7 +19,7 @@ import torch
 from ..appearance.identity import FaceRecognitionNet, chip_transform, embed, five_points
 from ..appearance.skin_mask import holdout_checkerboard, skin_mask
 from ..geometry.face_model import SKIN_POLYGONS, VERTEX_REGIONS, FaceModel
-from ..geometry.params import MODEL_TO_CAMERA, Camera, FaceParams
+from ..geometry.params import MODEL_TO_CAMERA, Camera, FaceParams, rotation_matrix
 from ..geometry.rendering import (
     ambient_sh,
     cpu_threads,
@@ -186,9 +186,6 @@ class _Objective:
              + torch.tensordot(expression, self.lm_expression, 1))
         return p @ _rotation(rot).T + t
 
-    def landmarks(self, rot, t, identity, expression) -> torch.Tensor:
-        return project(self._landmarks_camera(rot, t, identity, expression), self.camera)[:, :2]
-
     def render(self, rot, t, identity, expression, sh, albedo):
         return self._draw(self.skin.vertices(identity, expression) @ _rotation(rot).T + t, sh, albedo)
 
@@ -203,14 +200,16 @@ class _Objective:
 
     def energy(self, rot, t, identity, expression, sh, albedo) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.settings
-        image, frag_mask = self.render(rot, t, identity, expression, sh, albedo)
+        verts = self.skin.vertices(identity, expression) @ _rotation(rot).T + t
+        marks = self._landmarks_camera(rot, t, identity, expression)
+        image, frag_mask = self._draw(verts, sh, albedo)
 
         def photometric(mask: torch.Tensor) -> torch.Tensor:
             return photometric_loss(image.permute(2, 0, 1)[None], self.photo.permute(2, 0, 1)[None],
                                     (frag_mask & mask)[None, None].float())
 
         photo = photometric(self.skin_mask)
-        lm_res = (self.landmarks(rot, t, identity, expression) - self.lm_target) / self.lm_scale
+        lm_res = (project(marks, self.camera)[:, :2] - self.lm_target) / self.lm_scale
         lm = (self.lm_weight * (lm_res ** 2).sum(-1)).mean()
         n = len(self.lm_weight)
         prior = (self.identity_share * ((s.identity_weight * identity) ** 2).sum()
@@ -218,25 +217,22 @@ class _Objective:
         total = s.photometric_weight * photo + s.landmark_weight * lm + prior / n
         terms = {"photometric": photo.item(), "landmark": lm.item(), "prior": (prior / n).item()}
         if self.net is not None:
-            likeness = self._likeness(rot, t, identity, expression, sh, albedo, image, frag_mask)
+            likeness = self._likeness(verts, marks, sh, albedo, image, frag_mask)
             total = total + s.likeness_weight * likeness
             terms["likeness"] = likeness.item()
         if self.heldout_mask is not None:
             terms["heldout_photometric"] = photometric(self.heldout_mask).item()
         return total, terms
 
-
-    def _likeness(self, rot, t, identity, expression, sh, albedo, image, mask) -> torch.Tensor:
+    def _likeness(self, verts, marks, sh, albedo, image, mask) -> torch.Tensor:
         """Mean face-recognition distance of the render (the head on grey) to the photo, at the
         photo's view and turned by ``likeness_yaws`` about the vertical axis through the head; each
         render's chip is aligned by the model's own five landmarks there."""
-        verts = self.skin.vertices(identity, expression) @ _rotation(rot).T + t
-        marks = self._landmarks_camera(rot, t, identity, expression)
         centre = verts.mean(0).detach()
         distances = []
         for yaw in (0.0, *self.settings.likeness_yaws):
             if yaw:
-                turn = _yaw_matrix(yaw).to(verts)
+                turn = torch.as_tensor(rotation_matrix(np.radians([0.0, yaw, 0.0]))).to(verts)
                 image, mask = self._draw((verts - centre) @ turn.T + centre, sh, albedo)
                 points = project((marks - centre) @ turn.T + centre, self.camera)[:, :2]
             else:
@@ -245,11 +241,6 @@ class _Objective:
             transform = chip_transform(five_points(points.detach().cpu().numpy()))
             distances.append(1 - embed(self.net, shown, transform) @ self.target)
         return torch.stack(distances).mean()
-
-
-def _yaw_matrix(degrees: float) -> torch.Tensor:
-    a = np.deg2rad(degrees)
-    return torch.tensor([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
 
 
 def _initial_albedo(objs: list[_Objective]) -> torch.Tensor:
