@@ -129,11 +129,7 @@ def face_region(rec, truth: Truth) -> np.ndarray:
 
 def texel_metres(rec, n: int) -> np.ndarray:
     face_id, _ = D.face_tile(rec.model, n)
-    island = face_id >= 0
-    stretch = D.uv_stretch(rec.vertices, rec.model) / n
-    metres = np.broadcast_to(np.median(stretch, axis=0), (n, n, 2)).copy()
-    metres[island] = stretch[face_id[island]]
-    return metres
+    return D.atlas_metres(rec.vertices, rec.model, face_id)[:, :n]
 
 
 # --------------------------------------------------------------------------------------------

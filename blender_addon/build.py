@@ -19,15 +19,13 @@ from mathutils import Matrix
 
 from ..core.geometry.parts import (
     HEAD_REGIONS,
-    IRIS_COS,
     PLAIN_COLOURS,
-    PUPIL_COLOUR,
-    PUPIL_COS,
     SCLERA_COLOUR,
     TEETH_REGIONS,
     Part,
     cut_part,
     eye_centre,
+    eye_stops,
     iris_colour,
 )
 from ..core.progress import Progress
@@ -169,8 +167,7 @@ def eye_material(name: str, iris_colour) -> bpy.types.Material:
     tree.links.new(direction.outputs["Vector"], forward.inputs[0])
     ramp = tree.nodes.new("ShaderNodeValToRGB")
     ramp.color_ramp.interpolation = "LINEAR"
-    stops = ((IRIS_COS - 0.004, SCLERA_COLOUR), (IRIS_COS, iris_colour),
-             (PUPIL_COS - 0.003, tuple(0.6 * c for c in iris_colour)), (PUPIL_COS, PUPIL_COLOUR))
+    stops = eye_stops(iris_colour)
     elements = ramp.color_ramp.elements
     while len(elements) < len(stops):
         elements.new(0.5)

@@ -48,7 +48,7 @@ from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.displacement.detail import bake_normal_map, dense_face_mesh, face_tile, uv_stretch  # noqa: E402
+from core.displacement.detail import atlas_metres, bake_normal_map, dense_face_mesh, face_tile  # noqa: E402
 from core.geometry.face_model import FACE_POLYGONS, VERTEX_REGIONS, FaceModel, load_face_model  # noqa: E402
 from core.geometry.params import MODEL_TO_CAMERA, rotation_matrix  # noqa: E402
 
@@ -487,9 +487,7 @@ def make_case(case: Case, model: FaceModel, out: Path, size: int, samples: int,
                   folder / "photo.png", tint, off)
     seconds = time.perf_counter() - start
 
-    stretch = uv_stretch(vertices, model) / TRUTH_SIZE
-    metres = np.broadcast_to(np.median(stretch, axis=0), (TRUTH_SIZE, TRUTH_SIZE, 2)).copy()
-    metres[island] = stretch[face_id[island]]
+    metres = atlas_metres(vertices, model, face_id)[:, :TRUTH_SIZE]
     small = lambda m: cv2.resize(m.astype(np.float32), (TRUTH_SIZE,) * 2, interpolation=cv2.INTER_AREA) > 0  # noqa: E731
     np.savez_compressed(
         folder / "truth.npz", displacement_mm=disp, normal_map=bake_normal_map(disp, metres),

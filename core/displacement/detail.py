@@ -256,6 +256,17 @@ def uv_stretch(vertices: np.ndarray, model: FaceModel) -> np.ndarray:
     return np.where(np.isfinite(stretch), stretch, np.nanmedian(stretch, axis=0))
 
 
+def atlas_metres(vertices: np.ndarray, model: FaceModel, face_id: np.ndarray) -> np.ndarray:
+    """(S, 2S, 2) metres of surface per skin-atlas texel along u and v, for the face tile's triangle
+    map ``face_id`` (S, S): each face triangle's own stretch there, the median elsewhere."""
+    size = face_id.shape[0]
+    stretch = uv_stretch(vertices, model) / size
+    metres = np.broadcast_to(np.median(stretch, axis=0), (size, 2 * size, 2)).copy()
+    island = face_id >= 0
+    metres[:, :size][island] = stretch[face_id[island]]
+    return metres
+
+
 # --------------------------------------------------------------------------------------------
 # Rendering the displaced face
 
@@ -792,10 +803,7 @@ def detail_maps(rec: Reconstruction, objective: DetailObjective, result: DetailR
     displacement = np.zeros((size, 2 * size), np.float32)
     displacement[:, :size] = strength * field_mm * falloff
 
-    stretch = uv_stretch(rec.vertices, rec.model) / size  # metres per texel, per face triangle
-    metres = np.broadcast_to(np.median(stretch, axis=0), (size, 2 * size, 2)).copy()
-    metres[:, :size][island] = stretch[face_id[island]]
-    normal_map = bake_normal_map(displacement, metres)
+    normal_map = bake_normal_map(displacement, atlas_metres(rec.vertices, rec.model, face_id))
 
     mesh = objective.mesh
     positions, directions = dense_frame(rec, mesh)

@@ -152,11 +152,17 @@ def iris_colour(image: np.ndarray, landmarks: np.ndarray | None) -> tuple[float,
     return tuple(float(c) for c in srgb_to_linear(np.median(np.concatenate(samples), axis=0) / 255.0))
 
 
+def eye_stops(iris: tuple[float, float, float]) -> tuple[tuple[float, tuple[float, float, float]], ...]:
+    """(cosine from the eye's axis, linear RGB) stops of an eyeball's colour: sclera, a thin dark
+    limbus into the iris, the iris darkening towards the pupil, the pupil (also Blender's ramp)."""
+    return ((IRIS_COS - 0.004, SCLERA_COLOUR), (IRIS_COS, iris),
+            (PUPIL_COS - 0.003, tuple(0.6 * c for c in iris)), (PUPIL_COS, PUPIL_COLOUR))
+
+
 def eye_colours(cosines: np.ndarray, iris: tuple[float, float, float]) -> np.ndarray:
-    """Linear RGB (..., 3) for cosines of the angle from the eye's axis: sclera, a thin dark
-    limbus into the iris, the iris darkening towards the pupil, the pupil."""
-    stops = np.array([IRIS_COS - 0.004, IRIS_COS, PUPIL_COS - 0.003, PUPIL_COS])
-    colours = np.array([SCLERA_COLOUR, iris, tuple(0.6 * c for c in iris), PUPIL_COLOUR])
+    """Linear RGB (..., 3) for cosines of the angle from the eye's axis (``eye_stops``)."""
+    stops = np.array([position for position, _ in eye_stops(iris)])
+    colours = np.array([colour for _, colour in eye_stops(iris)])
     return np.stack([np.interp(cosines, stops, colours[:, k]) for k in range(3)], axis=-1)
 
 
