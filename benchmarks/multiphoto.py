@@ -35,7 +35,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from judge import CROP_SIDE, FACERES, aligned_crop, faceres_embeddings  # benchmarks/, the script's folder
+from aflw2000 import nme  # benchmarks/, the script's folder
+from judge import CROP_SIDE, FACERES, aligned_crop, faceres_embeddings
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -77,16 +78,14 @@ class Fit:
 def evaluate(pipeline: Pipeline, photo: Path, identity: np.ndarray, albedo: np.ndarray, settings) -> Fit:
     """Fit ``photo`` with identity and albedo frozen: landmark and held-out skin scores, the judge's crops."""
     fit = pipeline.fit_photo(photo, settings, identity, albedo)
-    detected = fit.detected_landmarks[MP68]
-    w, h = np.ptp(detected[:, 0]), np.ptp(detected[:, 1])
-    nme = float(np.linalg.norm(fit.landmarks68_2d - detected, axis=1).mean() / np.sqrt(w * h) * 100)
+    landmark_nme = nme(fit.landmarks68_2d, fit.detected_landmarks[MP68])
     detection = pipeline.detect(fit.image)
     view = View(fit.image, landmark_target(detection, pipeline.correspondence), detection)
     render, _, crop = render_fit(pipeline.model, view, fit.params, albedo, pipeline.surface_points(100),
                                  CROP_SIDE, settings.device)
     landmarks = crop.points(detection.landmarks)
     crops = aligned_crop(crop.image(fit.image), landmarks), aligned_crop(render, landmarks)
-    return Fit(nme, fit.metrics.get("heldout_photometric_after", np.nan), crops)
+    return Fit(landmark_nme, fit.metrics.get("heldout_photometric_after", np.nan), crops)
 
 
 def likeness(fits: list[Fit], faceres: Path) -> list[float]:
