@@ -31,6 +31,7 @@ from .appearance.texture import (
     uv_surface,
 )
 from .appearance.texture_gcn import MeshGraph, TextureRefinementSettings, TextureView, refine_texture
+from .appearance.white_balance import Illuminant
 from .displacement.clip_features import ENV_CHECKPOINT
 from .displacement.detail import DetailSettings, add_detail, clip_extractor
 from .errors import AssetError, Cancelled, DependencyError, LikenessError, NoFaceError, PhotoSetError
@@ -166,6 +167,7 @@ class Pipeline:
         self._uv_surfaces: dict[int, UVSurface] = {}
         self._clip: tuple[tuple, object] | None = None
         self._identity_net: FaceRecognitionNet | None = None
+        self._identity_error: AssetError | None = None
         self._graph: MeshGraph | None = None
         self._clip_missing: str | None = None  # why "auto" guidance fell back to photometric
         self._clip_noted = False  # ... and whether a result said so already
@@ -460,9 +462,16 @@ class Pipeline:
 
     @property
     def identity_net(self) -> FaceRecognitionNet:
-        """Face-recognition network, kept across runs; raises AssetError when unavailable."""
+        """Face-recognition network, kept across runs; raises AssetError when unavailable (once
+        looked for: a batch offline does not retry the download for every photo)."""
+        if self._identity_error is not None:
+            raise self._identity_error
         if self._identity_net is None:
-            self._identity_net = load_identity_net()
+            try:
+                self._identity_net = load_identity_net()
+            except AssetError as exc:
+                self._identity_error = exc
+                raise
         return self._identity_net
 
     def _agreeing(self, photos: list[_Photo], settings: RegressionSettings,
@@ -523,12 +532,14 @@ class Pipeline:
         surface = self.uv_surface(size)
         views = []
         for photo, photo_params in zip(photos, params):  # each photo's own light colour out before fusing
-            photo.skin = self.skin_trust(photo.rgb, photo.detection)
-            landmarks = photo.detection.landmarks if photo.detection.is_dense else None
-            illuminant = photo_illuminant(photo.rgb, landmarks, photo.skin, settings)
-            if illuminant is not None:
-                photo.metrics.update(illuminant.metrics())
-            views.append(unwrap(self.model, photo.rgb, photo_params, surface, photo.skin, illuminant))
+            if not photo.skin_seen:  # once per photo: the texture after the likeness pass reuses them
+                photo.skin = self.skin_trust(photo.rgb, photo.detection)
+                landmarks = photo.detection.landmarks if photo.detection.is_dense else None
+                photo.illuminant = photo_illuminant(photo.rgb, landmarks, photo.skin, settings)
+                if photo.illuminant is not None:
+                    photo.metrics.update(photo.illuminant.metrics())
+                photo.skin_seen = True
+            views.append(unwrap(self.model, photo.rgb, photo_params, surface, photo.skin, photo.illuminant))
         fused, gains = fuse(views, [sharpness(p.rgb, p.detection.box) for p in photos],
                             [neutrality(q.expression) for q in params])
         for photo, gain in zip(photos, gains):
@@ -641,6 +652,8 @@ class _Photo:
     warnings: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
     skin: Optional[SkinTrust] = None  # which pixels may colour skin, once the texture stage ran
+    illuminant: Optional[Illuminant] = None  # the light colour divided out of its albedo (None: none)
+    skin_seen: bool = False  # skin and illuminant are set
     turns: int = 0  # rgb is the photo turned by np.rot90(photo, turns) to make the face upright
 
     def fit(self, model: FaceModel, coarse: FaceParams, refined: RefinementResult) -> PhotoFit:

@@ -18,6 +18,7 @@ from core.appearance.texture_gcn import (
     sample_atlas,
     vertex_uvs,
 )
+from core.errors import AssetError
 from core.fitting.detection import FaceDetection
 from core.fitting.refinement import Crop
 from core.geometry.face_model import SKIN_POLYGONS
@@ -97,6 +98,18 @@ def test_missing_identity_network_is_skipped_with_a_warning(face_model, monkeypa
         pipe.close()
     assert any("without its identity loss" in w and "LIKENESS_FACE_API" in w for w in rec.warnings)
     assert "texture_identity_after" not in rec.metrics and "texture_pixel_after" in rec.metrics
+
+
+def test_a_missing_identity_network_is_looked_for_once(face_model, monkeypatch, tmp_path):
+    """Offline, every photo of a batch would otherwise retry the download (with back-off) for each
+    stage that wants the network: the first failure is remembered by the Pipeline."""
+    monkeypatch.setenv("LIKENESS_FACE_API", str(tmp_path))
+    pipe = Pipeline(model=face_model)
+    with pytest.raises(AssetError) as first:
+        _ = pipe.identity_net
+    with pytest.raises(AssetError) as again:
+        _ = pipe.identity_net
+    assert again.value is first.value
 
 
 def test_identity_renders_show_eyes_and_teeth(fast_reconstruction):
