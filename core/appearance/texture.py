@@ -57,6 +57,14 @@ class TextureSettings:
     # (core.appearance.white_balance); "off": the albedo keeps the photo's white balance
     white_balance: str = "auto"
 
+    def __post_init__(self):  # checked when made, before any photo is fitted
+        if self.scalp not in SCALP_MODES:
+            raise LikenessError(f"Unknown scalp setting {self.scalp!r}: choose one of "
+                                f"{', '.join(SCALP_MODES)}.")
+        if self.white_balance not in WHITE_BALANCE_MODES:
+            raise LikenessError(f"Unknown white balance setting {self.white_balance!r}: choose one of "
+                                f"{', '.join(WHITE_BALANCE_MODES)}.")
+
 
 @dataclass
 class Unwrap:
@@ -261,9 +269,6 @@ def photo_illuminant(rgb: np.ndarray, landmarks: np.ndarray | None, skin: SkinTr
                      settings: TextureSettings) -> Illuminant | None:
     """The light colour to divide out of this photo's albedo (core.appearance.white_balance); None when white
     balance is off or the photo has no skin trust (no dense landmarks)."""
-    if settings.white_balance not in WHITE_BALANCE_MODES:
-        raise LikenessError(f"Unknown white balance setting {settings.white_balance!r}: choose one of "
-                            f"{', '.join(WHITE_BALANCE_MODES)}.")
     if settings.white_balance == "off" or skin is None or landmarks is None:
         return None
     return estimate_illuminant(rgb, landmarks, skin)
@@ -341,9 +346,6 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
     seen texels keep their colour, their mirror images fill in where only those were seen, and a
     mesh-smooth skin field (hair colour on the scalp if asked and seen) covers the rest."""
     settings = settings or TextureSettings()
-    if settings.scalp not in SCALP_MODES:
-        raise LikenessError(f"Unknown scalp setting {settings.scalp!r}: choose one of "
-                            f"{', '.join(SCALP_MODES)}.")
     gain = np.clip(mirror_atlas(evidence.weight) - evidence.weight, 0, 1)
     known = np.clip(evidence.weight + gain, 0, 1).astype(np.float32)
     weighted = evidence.albedo * evidence.weight[..., None] + mirror_atlas(evidence.albedo) * gain[..., None]
