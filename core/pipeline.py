@@ -170,6 +170,7 @@ class Pipeline:
         self._identity_error: AssetError | None = None
         self._graph: MeshGraph | None = None
         self._clip_missing: str | None = None  # why "auto" guidance fell back to photometric
+        self._clip_failed: tuple | None = None  # the CLIP settings that could not be loaded
         self._clip_noted = False  # ... and whether a result said so already
 
     @property
@@ -230,11 +231,14 @@ class Pipeline:
         runs photometric (``guidance_notes`` says why, once); ``clip`` raises."""
         if settings.detail_guidance == "photometric" or detail.clip_weight <= 0:
             return None
+        if settings.detail_guidance == "auto" and self._clip_failed == (detail.clip, detail.device):
+            return None  # known missing: no new download attempt for every photo of a batch
         try:
             return self.clip_extractor(detail)
         except (AssetError, DependencyError) as exc:
             if settings.detail_guidance == "clip" or _explicit_checkpoint(detail):
                 raise  # asked for, or a file the user named is damaged: not a silent fall-back
+            self._clip_failed = (detail.clip, detail.device)
             if self._clip_missing is None:
                 self._clip_missing = f"Detail runs in photometric mode (no CLIP guidance): {exc}"
                 self._clip_noted = False
