@@ -279,18 +279,24 @@ class Pipeline:
             face = detect_face(rgb, face_index=face_index, detector=self.detector, mesh=self.mesh,
                                source=source, faces=faces)
         except NoFaceError:
-            sparse = None if face_index else self._keypoint_face(rgb)
+            sparse = None if face_index else self._keypoint_face(rgb, faces)
             if sparse is None:
                 raise
             return sparse
         if self.scrfd is None or not is_upright(face):
             return face  # SCRFD's keypoints of a face on its side are guesses (AFLW2000-3D image00617)
-        return replace(face, keypoints=same_face(face, self.scrfd.detect(rgb), KEYPOINTS_IOU))
+        return replace(face, keypoints=same_face(face, self._scrfd_faces(rgb, faces), KEYPOINTS_IOU))
 
-    def _keypoint_face(self, rgb: np.ndarray) -> FaceDetection | None:
+    def _scrfd_faces(self, rgb: np.ndarray, faces: Optional[list[FaceDetection]]) -> list[FaceDetection]:
+        """SCRFD's faces in ``rgb``: the detector's ``faces`` when SCRFD is the detector (not run twice)."""
+        if faces is not None and self.scrfd is self.detector:
+            return faces
+        return self.scrfd.detect(rgb)
+
+    def _keypoint_face(self, rgb: np.ndarray, faces: Optional[list[FaceDetection]]) -> FaceDetection | None:
         # SCRFD's keypoints first: on the 7 AFLW2000-3D dev profiles both find, its fits score NME
         # 8.4 against 13.1 from BlazeFace's
-        face = profile_proposal(self.scrfd.detect(rgb)) if self.scrfd is not None else None
+        face = profile_proposal(self._scrfd_faces(rgb, faces)) if self.scrfd is not None else None
         proposals = getattr(self.detector, "proposals", None)
         if face is None and proposals is not None:
             face = profile_proposal(proposals(rgb))
