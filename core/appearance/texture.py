@@ -201,9 +201,11 @@ def _sample_map(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
 def fit_sh(colors: np.ndarray, normals: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Least-squares SH lighting (9, 3) explaining ``colors`` (N, 3) at ``normals`` (N, 3) for a
     constant unit albedo: used when refinement did not estimate the light."""
-    from ..geometry.rendering import sh_basis
+    return _solve_sh(sh_basis(torch.from_numpy(normals)).numpy(), colors, weights)
 
-    basis = sh_basis(torch.from_numpy(normals)).numpy()
+
+def _solve_sh(basis: np.ndarray, colors: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``fit_sh`` on an (N, 9) SH ``basis`` already evaluated at the normals."""
     sw = np.sqrt(weights)[:, None]
     reg = 1e-2 * np.eye(9)
     reg[0, 0] = 0
@@ -233,12 +235,12 @@ def delight(observed: np.ndarray, normals: np.ndarray, weight: np.ndarray,
     if sel.sum() < 50:
         return observed.copy(), (luma > 0).astype(np.float32)
     basis = sh_basis(torch.from_numpy(normals.astype(np.float64))).numpy()
-    y, w = luma[sel].astype(np.float64), fit_w[sel].astype(np.float64)
+    y, w, fit_basis = luma[sel].astype(np.float64), fit_w[sel].astype(np.float64), basis[sel]
     robust = np.ones_like(w)
     band = OUTLIER_BAND
     for _ in range(4):
-        coeff = fit_sh(y[:, None], normals[sel].astype(np.float64), w * robust)
-        model = np.maximum(basis[sel] @ coeff[:, 0], 1e-3)
+        coeff = _solve_sh(fit_basis, y[:, None], w * robust)
+        model = np.maximum(fit_basis @ coeff[:, 0], 1e-3)
         log_ratio = np.log(np.maximum(y, 1e-3) / model)
         sigma = 1.4826 * np.median(np.abs(log_ratio[robust > 0.5]))
         band = max(OUTLIER_BAND, 2.5 * sigma)
