@@ -38,9 +38,8 @@ from core.pipeline import Pipeline, preset_settings  # noqa: E402
 def target_and_residual(rec, photo, settings) -> tuple[torch.Tensor, torch.Tensor, D.DetailView]:
     """The stage's shading target for ``photo`` and its residual against the undisplaced face."""
     view = D.DetailObjective(replace(rec, image=photo), settings, None, torch.device("cpu")).views[0]
-    mask = view.data_mask[None, None].float()
     zero = torch.zeros(len(view.scene.positions))
-    predicted = D.highpass(view.log_shading(view.scene.render(zero).normals), mask, view._image_taps)
+    predicted = view.band.high(view.log_shading(view.scene.render(zero).normals))
     return view.shading_target, view.shading_target - predicted, view
 
 

@@ -443,11 +443,21 @@ def blur(image: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, taps.view(1, 1, k, 1).expand(channels, 1, k, 1), padding=(k // 2, 0), groups=channels)
 
 
-def highpass(image: torch.Tensor, mask: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """``image`` minus its Gaussian low-pass normalised over ``mask`` (B, 1, H, W): nothing outside
-    the mask (background, eyes, the map's off-island texels) bleeds in; 0 outside the mask."""
-    low = blur(image * mask, taps) / blur(mask, taps).clamp_min(1e-6)
-    return (image - low) * mask
+class MaskedFilter:
+    """Gaussian low- and high-pass normalised over a fixed ``mask`` (B, 1, H, W): nothing outside
+    the mask (background, eyes, the map's off-island texels) bleeds in. The normaliser is blurred
+    once, not on every optimisation step."""
+
+    def __init__(self, mask: torch.Tensor, taps: torch.Tensor):
+        self.mask, self.taps = mask, taps
+        self.norm = blur(mask, taps).clamp_min(1e-6)
+
+    def low(self, image: torch.Tensor) -> torch.Tensor:
+        return blur(image * self.mask, self.taps) / self.norm
+
+    def high(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` minus its low-pass; 0 outside the mask."""
+        return (image - self.low(image)) * self.mask
 
 
 def normal_basis(normals: torch.Tensor, degree: int) -> torch.Tensor:
@@ -514,16 +524,16 @@ class DetailView:
         scene = self.scene
         depth_mm = 1e3 * float(scene.positions[:, 2].median())
         sigma_px = settings.highpass_mm * scene.camera.focal / depth_mm
-        self._image_taps = gaussian_taps(sigma_px, self.device)
         photo = scene.photo
         if settings.use_albedo:
             uv = interpolate_corners(coarse.fragments, scene.uv_corners)
             albedo = sample_texture(torch.from_numpy(rec.albedo.astype(np.float32) / 255).to(self.device), uv)
             photo = photo / albedo.clamp_min(0.02)
         mask = self.data_mask[None, None].float()
+        self.band = MaskedFilter(mask, gaussian_taps(sigma_px, self.device))  # the detail band of the image
         log_rgb = torch.log(photo.clamp_min(LOG_FLOOR)).permute(2, 0, 1)[None]
-        chroma = highpass(torch.cat([log_rgb[:, :1] - log_rgb[:, 1:2], log_rgb[:, 2:] - log_rgb[:, 1:2]], 1),
-                          mask, self._image_taps)
+        log_chroma = torch.cat([log_rgb[:, :1] - log_rgb[:, 1:2], log_rgb[:, 2:] - log_rgb[:, 1:2]], 1)
+        chroma = self.band.high(log_chroma)
         weight = torch.exp(-(chroma.square().sum(1, keepdim=True) / CHROMA_TAU**2))
         weight = -F.max_pool2d(-weight, 3, stride=1, padding=1)  # also a mark's blurred rim
         self.shading_weight = mask * weight
@@ -535,7 +545,7 @@ class DetailView:
         fill = blur(log_photo * self.shading_weight, fill_taps) / support.clamp_min(1e-6)
         log_photo = torch.where(support > 1e-3,
                                 weight * log_photo + (1 - weight) * fill, log_photo)
-        self.shading_target = highpass(log_photo, mask, self._image_taps)
+        self.shading_target = self.band.high(log_photo)
         # The photo's log-luminance as a function of the coarse normal, on the weighted pixels.
         pick = self.shading_weight[0, 0] > 0.5
         basis = normal_basis(coarse.normals[pick].double(), SHADING_DEGREE)
@@ -545,8 +555,7 @@ class DetailView:
         self._shading_coeffs = coeffs.float()
         # Where the coarse face itself shades strongly in the detail band (nose, eye sockets, lips,
         # chin), a small misfit of its shape or of the light is as strong as any fold: trust less.
-        coarse_band = highpass(self.log_shading(coarse.normals), mask, self._image_taps).abs()
-        structure = blur(coarse_band, self._image_taps) / blur(mask, self._image_taps).clamp_min(1e-6)
+        structure = self.band.low(self.band.high(self.log_shading(coarse.normals)).abs())
         trust = torch.exp(-((structure / settings.structure_scale) ** 2))
         self.shading_weight = self.shading_weight * trust
 
@@ -565,8 +574,7 @@ class DetailView:
                    ) -> dict[str, torch.Tensor]:
         """This photo's unweighted data terms for a dense-vertex displacement."""
         render = self.scene.render(displacement_mm)
-        mask = self.data_mask[None, None].float()
-        shading = highpass(self.log_shading(render.normals), mask, self._image_taps)
+        shading = self.band.high(self.log_shading(render.normals))
         terms: dict[str, torch.Tensor] = {}
         if s.photometric_weight > 0:
             # Cauchy: a residual far beyond a fold's (cast shadows, misfit at the nose, a mark the
@@ -641,7 +649,8 @@ class DetailObjective:
         self.vertex_grid = torch.from_numpy(grid.astype(np.float32)).to(self.device).view(1, 1, -1, 2)
         self._param_taps = gaussian_taps(PARAMETER_BLUR_TEXELS, self.device)
         texel_mm = 1e3 * float(np.median(uv_stretch(rec.vertices, rec.model))) / size
-        self._map_taps = gaussian_taps(self.settings.highpass_mm / texel_mm, self.device)
+        map_taps = gaussian_taps(self.settings.highpass_mm / texel_mm, self.device)
+        self._map_band = MaskedFilter(self.island, map_taps)
 
     def initial_parameters(self) -> torch.Tensor:
         size = self.settings.resolution
@@ -655,7 +664,7 @@ class DetailObjective:
         vertices, at the mask's border) would otherwise turn into texel-scale noise."""
         blurred = blur(params[None, None], self._param_taps)
         field = self.settings.max_displacement_mm * torch.tanh(blurred)
-        return highpass(field, self.island, self._map_taps)[0, 0]
+        return self._map_band.high(field)[0, 0]
 
     def vertex_displacement(self, field_mm: torch.Tensor) -> torch.Tensor:
         """(Vd,) mm at the dense vertices, falloff applied (exactly 0 on the boundary)."""
