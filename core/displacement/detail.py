@@ -398,7 +398,7 @@ def _shading_inliers(photo: torch.Tensor, render: torch.Tensor) -> np.ndarray:
     """Bool (H, W): pixels whose brightness the coarse render explains within SHADING_RATIO.
     Mid-frequency shading changes brightness by tens of percent (deep folds ~25 %); glasses
     frames, hair strands and cap brims by more, and no displacement should imitate them."""
-    weights = photo.new_tensor([0.299, 0.587, 0.114])
+    weights = photo.new_tensor(LUMINANCE)
     ratio = ((photo @ weights).clamp_min(1e-3) / (render @ weights).clamp_min(1e-3)).cpu().numpy()
     outliers = ((ratio < SHADING_RATIO[0]) | (ratio > SHADING_RATIO[1])).astype(np.uint8)
     # Also their borders: mixed pixels, cast shadows (a frame's on the skin below it).
