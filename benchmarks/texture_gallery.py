@@ -32,10 +32,8 @@ from core.appearance.white_balance import Illuminant, remove_illuminant  # noqa:
 from core.geometry.face_model import SKIN_POLYGONS, triangulate  # noqa: E402
 from core.geometry.params import Camera, FaceParams  # noqa: E402
 from core.geometry.parts import (  # noqa: E402
-    EYE_REGIONS,
     PLAIN_COLOURS,
-    eye_centre,
-    eye_colours,
+    eyeball_vertex_colours,
     iris_colour,
     linear_to_srgb8,
     polygon_kinds,
@@ -72,12 +70,9 @@ def _inner_parts(rec: Reconstruction) -> tuple[np.ndarray, np.ndarray]:
         used = np.unique(model.polygons[kinds == kind])
         colours[used[used >= 0]] = linear_to_srgb8(np.array(PLAIN_COLOURS[kind][0])) / 255
     iris = iris_colour(rec.image, rec.detected_landmarks)
-    for region in EYE_REGIONS.values():
-        start, stop = model.regions[region]
-        rest = rec.identity_vertices  # the rest pose: the colours turn with the eyeball
-        directions = rest[start:stop] - eye_centre(model, rest, region)
-        cosines = directions[:, 2] / np.maximum(np.linalg.norm(directions, axis=1), 1e-9)
-        colours[start:stop] = linear_to_srgb8(eye_colours(cosines, iris)) / 255
+    # in the rest pose: the colours turn with the eyeball
+    for region, linear in eyeball_vertex_colours(model, iris, rec.identity_vertices).items():
+        colours[slice(*model.regions[region])] = linear_to_srgb8(linear) / 255
     return triangulate(model.polygons[shown]), colours
 
 

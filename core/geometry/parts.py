@@ -166,14 +166,16 @@ def eye_colours(cosines: np.ndarray, iris: tuple[float, float, float]) -> np.nda
     return np.stack([np.interp(cosines, stops, colours[:, k]) for k in range(3)], axis=-1)
 
 
-def eyeball_vertex_colours(model: FaceModel, iris: tuple[float, float, float]) -> dict[str, np.ndarray]:
+def eyeball_vertex_colours(model: FaceModel, iris: tuple[float, float, float],
+                           rest: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Linear RGB (n, 3) per vertex of each eyeball region (sclera, iris, pupil by the vertex's angle
-    from its eye's axis in the neutral model): the eyes of the preview and of the texture refinement's
-    renders."""
+    from its eye's axis in the ``rest`` pose, default the neutral model): the eyes of the preview and
+    of the texture refinement's renders."""
+    rest = model.neutral if rest is None else rest
     colours = {}
     for region in EYE_REGIONS.values():
         start, stop = model.regions[region]
-        directions = model.neutral[start:stop] - eye_centre(model, model.neutral, region)
+        directions = rest[start:stop] - eye_centre(model, rest, region)
         cosines = directions[:, 2] / np.maximum(np.linalg.norm(directions, axis=1), 1e-9)
         colours[region] = eye_colours(cosines, iris)
     return colours
