@@ -189,12 +189,11 @@ class HeadRenderer:
     def render(self, vertices: np.ndarray, albedo: np.ndarray, yaw_deg: float, shaded: bool) -> np.ndarray:
         import torch
 
-        from core.geometry.params import Camera
+        from core.geometry.params import Camera, rotation_matrix
         from core.geometry.rendering import render
 
         centre = vertices[: self.faces.max() + 1].mean(0)
-        angle = np.deg2rad(yaw_deg)
-        rot = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+        rot = rotation_matrix(np.radians([0.0, yaw_deg, 0.0]))
         v = (vertices - centre) @ rot.T
         distance = 1.0
         cam_v = np.stack([v[:, 0], -(v[:, 1] - 0.02), distance - v[:, 2]], 1).astype(np.float32)
