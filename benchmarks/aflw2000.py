@@ -131,7 +131,7 @@ def main() -> None:
         times["refine"].append(t3 - t2)
         for key, params in zip(stages, (coarse, refined)):
             verts = model.vertices(params.identity, params.expression)
-            errors[key][i] = nme(params.project(verts[model.landmarks68]), gt2d)
+            errors[key][i] = nme(params.project(verts[pipeline.landmarks68]), gt2d)
 
     found = len(names) - len(misses)
     counts = [int(m.sum()) for m in bin_masks(yaw)]

@@ -45,7 +45,7 @@ def tile(pipeline: Pipeline, image: Path, gt: np.ndarray, yaw: float) -> np.ndar
     text = [f"{image.name} yaw {yaw:.0f}"]
     for det, colour, label in ((replace(face, keypoints=None), RED, "before"), (face, BLUE, "after")):
         fit, _ = pipeline.fit_landmarks(det, rgb.shape[1], rgb.shape[0], settings)
-        lm = fit.project(pipeline.model.vertices(fit.identity, fit.expression)[pipeline.model.landmarks68])
+        lm = fit.project(pipeline.model.vertices(fit.identity, fit.expression)[pipeline.landmarks68])
         _draw(out, lm, colour, scale)
         text.append(f"{label} {fit.euler_degrees()[0]:.0f} deg NME {nme(lm, gt):.1f}")
     for row, line in enumerate(text):

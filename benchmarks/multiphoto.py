@@ -78,7 +78,9 @@ class Fit:
 def evaluate(pipeline: Pipeline, photo: Path, identity: np.ndarray, albedo: np.ndarray, settings) -> Fit:
     """Fit ``photo`` with identity and albedo frozen: landmark and held-out skin scores, the judge's crops."""
     fit = pipeline.fit_photo(photo, settings, identity, albedo)
-    landmark_nme = nme(fit.landmarks68_2d, fit.detected_landmarks[MP68])
+    # ICT's own 68 (the ones MP68 was matched to), not the read-out in annotated photos' convention
+    own = fit.params.project(fit.vertices[pipeline.model.landmarks68])
+    landmark_nme = nme(own, fit.detected_landmarks[MP68])
     detection = pipeline.detect(fit.image)
     view = View(fit.image, landmark_target(detection, pipeline.correspondence), detection)
     render, _, crop = render_fit(pipeline.model, view, fit.params, albedo, pipeline.surface_points(100),

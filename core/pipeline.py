@@ -65,7 +65,7 @@ from .fitting.regression import (
     regress_joint,
     surface_points_for,
 )
-from .geometry.correspondence import Correspondence, load_correspondence
+from .geometry.correspondence import Correspondence, load_annotated_landmarks68, load_correspondence
 from .geometry.face_model import FaceModel, load_face_model
 from .geometry.params import Camera, FaceParams, unturn_params, unturn_points
 from .geometry.rendering import select_device
@@ -158,6 +158,7 @@ class Pipeline:
     def __init__(self, model: FaceModel | None = None, detector_backend: str = "mediapipe"):
         self.model = model if model is not None else load_face_model()
         self.correspondence = load_correspondence()
+        self.landmarks68 = load_annotated_landmarks68()  # the read-out of PhotoFit.landmarks68_2d
         self.detector_backend = detector_backend
         self._detector = None
         self._mesh: MediaPipeMesh | None = None
@@ -401,7 +402,7 @@ class Pipeline:
             with _timed(timings, "texture_refine"):
                 texture = self._refine_texture([photos[i] for i in dense], [fitted[i].params for i in dense],
                                                texture, settings.texture_refinement, progress, warnings)
-        fits = [p.fit(self.model, c, f) for p, c, f in zip(photos, coarse, fitted)]
+        fits = [p.fit(self.model, self.landmarks68, c, f) for p, c, f in zip(photos, coarse, fitted)]
         rec = self._result(fits, dropped, texture, timings)
         rec.warnings.extend(warnings)
         if detail is not None:
@@ -425,7 +426,7 @@ class Pipeline:
             view = View(photo.rgb, photo.target, photo.detection)
             fitted = refine_joint(self.model, [view], [coarse], self.surface_points(100), settings.refinement,
                                   settings.device, progress, fixed_identity=True, fixed_albedo=albedo)[0]
-        return photo.fit(self.model, coarse, fitted)
+        return photo.fit(self.model, self.landmarks68, coarse, fitted)
 
     def _observe(self, item, index: int, count: int, settings: Settings, progress: Progress,
                  timings: dict[str, float]) -> _Photo:
@@ -666,8 +667,10 @@ class _Photo:
     skin_seen: bool = False  # skin and illuminant are set
     turns: int = 0  # rgb is the photo turned by np.rot90(photo, turns) to make the face upright
 
-    def fit(self, model: FaceModel, coarse: FaceParams, refined: RefinementResult) -> PhotoFit:
-        """The photo's result, in the pixels of the photo as given (a turned photo is turned back)."""
+    def fit(self, model: FaceModel, landmarks68: np.ndarray, coarse: FaceParams,
+            refined: RefinementResult) -> PhotoFit:
+        """The photo's result, in the pixels of the photo as given (a turned photo is turned back);
+        ``landmarks68``: the vertex ids its 68 landmarks are read from."""
         turns, size = self.turns, (self.rgb.shape[1], self.rgb.shape[0])
         params, coarse = unturn_params(refined.params, turns), unturn_params(coarse, turns)
         vertices = model.vertices(params.identity, params.expression)
@@ -677,7 +680,7 @@ class _Photo:
             params=params,
             coarse_params=coarse,
             vertices=vertices,
-            landmarks68_2d=params.project(vertices[model.landmarks68]),
+            landmarks68_2d=params.project(vertices[landmarks68]),
             face_box=np.concatenate([corners.min(0), corners.max(0)]),
             detected_landmarks=unturn_points(self.detection.landmarks, turns, size),
             skin_trust=None if self.skin is None else np.ascontiguousarray(np.rot90(self.skin.trust, -turns)),

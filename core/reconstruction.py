@@ -38,7 +38,8 @@ class PhotoFit:
     params: FaceParams  # refined: shared identity, this photo's expression, pose, camera, light
     coarse_params: FaceParams  # from landmark regression
     vertices: np.ndarray  # (V, 3) float32 identity + this photo's expression, metres
-    landmarks68_2d: np.ndarray  # (68, 2) fitted model landmarks, this photo's pixels
+    # (68, 2) fitted model's iBUG landmarks as photos are annotated (3D-consistent), this photo's pixels
+    landmarks68_2d: np.ndarray
     face_box: np.ndarray  # (4,) detected face box
     detected_landmarks: Optional[np.ndarray] = None  # (478, 2) MediaPipe landmarks
     skin_trust: Optional[np.ndarray] = None  # (H, W) float32 in [0, 1]: photo pixels trusted as skin
@@ -79,7 +80,8 @@ class Reconstruction:
     identity_vertices: np.ndarray  # (V, 3) float32 identity only: the shape-key basis
     albedo: np.ndarray  # (S, 2S, 3) uint8 de-lit skin-atlas albedo
     albedo_visibility: np.ndarray  # (S, 2S) float32 in [0, 1]: how much of each texel was seen
-    landmarks68_2d: np.ndarray  # (68, 2) float, input-image pixels, of the fitted model's landmarks
+    # (68, 2) float, input-image pixels: the fitted model's iBUG landmarks as photos are annotated
+    landmarks68_2d: np.ndarray
     face_box: np.ndarray  # (4,) x0, y0, x1, y1 of the detected face
     detected_landmarks: Optional[np.ndarray] = None  # (478, 2) MediaPipe landmarks, input-image pixels
     # (S, 2S) float32 in [0, 1]: how much the photo coloured each texel (visibility x skin trust)

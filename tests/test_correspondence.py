@@ -19,6 +19,7 @@ from core.geometry.correspondence import (
     IRIS_RIGHT,
     MP68,
     Correspondence,
+    load_annotated_landmarks68,
     load_correspondence,
 )
 from core.geometry.face_model import FACE_POLYGONS, VERTEX_REGIONS
@@ -173,3 +174,20 @@ def test_damaged_table_raises_asset_error(tmp_path):
         load_correspondence(bad)
     with pytest.raises(AssetError):
         load_correspondence(tmp_path / "missing.npz")
+
+
+def test_annotated_landmarks_table(face_model, tmp_path):
+    ids = load_annotated_landmarks68()
+    assert ids.shape == (68,) and np.all((ids >= 0) & (ids < face_model.regions["face"][1]))
+    # Chosen landmark by landmark, the table still mirrors itself: one convention on both sides.
+    mirror = ([16 - k for k in range(17)] + [26 - k for k in range(10)] + list(range(27, 31))
+              + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+              + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
+    points = face_model.neutral[ids]
+    assert np.linalg.norm(points - points[mirror] * [-1, 1, 1], axis=1).max() < 0.006
+    own_jaw = face_model.neutral[face_model.landmarks68[:17]]
+    assert np.median(own_jaw[:, 2] - points[:17, 2]) > 0.008  # metres further back (z: to the viewer)
+    (tmp_path / "bad.json").write_text('{"vertex_ids": [1, 2]}')
+    for path in (tmp_path / "bad.json", tmp_path / "missing.json"):
+        with pytest.raises(AssetError):
+            load_annotated_landmarks68(path)

@@ -12,7 +12,8 @@ def test_winking_eye_is_fitted_closed_and_the_open_one_open(pipeline):
     w = rec.expression_weights
     assert w["eyeBlink_L"] > 0.95 and w["eyeWide_L"] == 0  # the subject winks with the left eye
     assert w["eyeBlink_R"] < 0.6
-    right, left = (_opening(rec.landmarks68_2d, e.model_upper, e.model_lower, e.model_corners) for e in EYES)
+    lids = rec.params.project(rec.vertices[rec.model.landmarks68])  # ICT's own lid vertices
+    right, left = (_opening(lids, e.model_upper, e.model_lower, e.model_corners) for e in EYES)
     assert left < 0.12 < 0.2 < right  # lid gap / eye width, in the photo
     mp_right = _opening(rec.detected_landmarks, EYES[0].mp_upper, EYES[0].mp_lower, EYES[0].mp_corners)
     assert np.isclose(right, mp_right, atol=0.03)  # the open eye opens as much as in the photo

@@ -58,7 +58,7 @@ def _aflw_fit(pipe, name, drop_keypoints=False):
         face = replace(face, keypoints=None)
     fit, target = pipe.fit_landmarks(face, rgb.shape[1], rgb.shape[0], preset_settings("fast").regression)
     verts = pipe.model.vertices(fit.identity, fit.expression)
-    return face, fit, target, _nme(fit.project(verts[pipe.model.landmarks68]), gt["pts68"][i, :2].T), \
+    return face, fit, target, _nme(fit.project(verts[pipe.landmarks68]), gt["pts68"][i, :2].T), \
         float(gt["yaw_deg"][i])
 
 
@@ -110,3 +110,31 @@ def test_face_on_its_side_gets_no_scrfd_keypoints(scrfd_pipeline):
     rgb = load_image(AFLW / "images" / "image00617.jpg").rgb
     face = scrfd_pipeline.detect(rgb)
     assert face.is_dense and face.keypoints is None
+
+
+def _gt_points(name: str) -> np.ndarray:
+    gt = np.load(AFLW / "ground_truth.npz")
+    return gt["pts68"][list(gt["names"]).index(name), :2].T
+
+
+@pytest.mark.parametrize("name", ["image00684.jpg", "image04036.jpg", "image02016.jpg"])  # yaw -43, 54, -58
+def test_landmarks_are_read_out_as_photos_are_annotated(pipeline, name):
+    # AFLW2000-3D draws the jaw 3D-consistently, further back than ICT's own jaw vertices: the same fit
+    # read out through the annotated table lands nearer (these dev images helped choose the table;
+    # on held-out halves the turned bin goes 7.7 -> 6.6, docs/BENCHMARKS.md).
+    rgb = load_image(AFLW / "images" / name).rgb
+    fit, _ = pipeline.fit_landmarks(pipeline.detect(rgb), rgb.shape[1], rgb.shape[0],
+                                    preset_settings("fast").regression)
+    verts = pipeline.model.vertices(fit.identity, fit.expression)
+    own = _nme(fit.project(verts[pipeline.model.landmarks68]), _gt_points(name))
+    annotated = _nme(fit.project(verts[pipeline.landmarks68]), _gt_points(name))
+    assert annotated < own - 0.8, (own, annotated)
+
+
+def test_the_centred_subject_not_the_face_cut_by_the_border_is_chosen(pipeline):
+    # image03075: a tilted profile (roll -54 deg) in the middle, a more confident frontal face cut by
+    # the right border; the annotation (and the photographer) means the profile.
+    rgb = load_image(AFLW / "images" / "image03075.jpg").rgb
+    face = pipeline.detect(rgb)
+    inside = _gt_points("image03075.jpg")
+    assert face.box[0] < inside[:, 0].mean() < face.box[2] and face.box[2] < rgb.shape[1]

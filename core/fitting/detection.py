@@ -50,6 +50,8 @@ _SAME_FACE_IOU = 0.5
 _MESH_EYES = (33, 263)  # outer eye corners: image-left eye first, as BlazeFace and SCRFD keypoints 0, 1
 _MESH_MOUTH = (13, 14)  # inner lip centres
 UPRIGHT_ROLL_DEG = 45.0
+# How far a subject's head tilts (towards a shoulder); beyond, a "face" lies on its side (emblem, poster).
+SUBJECT_ROLL_DEG = 60.0
 # find_upright: an upright face this confident needs no turned retry; a turn must beat it by the margin.
 # Measured: upright faces 0.90-0.93, the same faces upside down 0.57-0.84 (000002, img1, trump_hillary);
 # upright AFLW2000-3D faces whose 180-degree turn scored higher stayed below 0.85.
@@ -452,21 +454,33 @@ def is_upright(detection: FaceDetection) -> bool:
     return abs(face_roll(detection)) <= UPRIGHT_ROLL_DEG
 
 
-def _rank(detection: FaceDetection, largest: float) -> tuple[bool, float]:
-    """Upright faces first (a face-like emblem or a poster on its side is not the subject), then the
-    detection score, weighed mildly by size (a background face is smaller and usually less sharp)."""
-    return is_upright(detection), detection.score * math.sqrt(detection.area / max(largest, 1.0))
+def _rank(detection: FaceDetection, largest: float, size: Optional[tuple[int, int]]) -> tuple[bool, float]:
+    """Faces tilted no more than a head tilts first (a face-like emblem or a poster on its side is
+    not the subject), then the detection score, weighed mildly by size (a background face is smaller
+    and usually less sharp) and by the share of its box inside the photo (a face cut by the border
+    is rarely the subject)."""
+    inside = 1.0 if size is None else _share_inside(detection.box, size)
+    return (abs(face_roll(detection)) <= SUBJECT_ROLL_DEG,
+            detection.score * math.sqrt(detection.area / max(largest, 1.0)) * inside)
+
+
+def _share_inside(box: np.ndarray, size: tuple[int, int]) -> float:
+    """Share of ``box``'s area inside an image of ``size`` (width, height)."""
+    x0, y0, x1, y1 = box
+    inner = max(min(x1, size[0]) - max(x0, 0.0), 0.0) * max(min(y1, size[1]) - max(y0, 0.0), 0.0)
+    return inner / max((x1 - x0) * (y1 - y0), 1e-9)
 
 
 def select_face(detections: list[FaceDetection], index: Optional[int] = None,
-                source: str = "the image") -> FaceDetection:
-    """The most plausible face (``_rank``), or the ``index``-th of the detections (largest first)."""
+                source: str = "the image", size: Optional[tuple[int, int]] = None) -> FaceDetection:
+    """The most plausible face (``_rank``; ``size``: the image's (width, height)), or the ``index``-th
+    of the detections (largest first)."""
     if not detections:
         raise NoFaceError(f"No face found in {source}. Use a photo with a clearly visible face, lit from the "
                           "front and at least about 64 pixels across.")
     if index is None:
         largest = max(d.area for d in detections)
-        return max(detections, key=lambda d: _rank(d, largest))
+        return max(detections, key=lambda d: _rank(d, largest, size))
     if not 0 <= index < len(detections):
         n = len(detections)
         raise FaceSelectionError(f"Face {index} was requested but {n} face(s) were found in {source}: "
@@ -538,7 +552,7 @@ def detect_face(rgb: np.ndarray, backend: str = "mediapipe", face_index: Optiona
         finally:
             if own:
                 detector.close()
-    face = select_face(faces, face_index, source)
+    face = select_face(faces, face_index, source, (rgb.shape[1], rgb.shape[0]))
     if face.is_dense:
         return face
     if mesh is not None:

@@ -12,6 +12,7 @@ landmarks 469..472 and 474..477 have no row.
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ from ..errors import AssetError
 
 DATA_PATH = Path(__file__).parents[1] / "data" / "mediapipe_to_ict.npz"
 TABLE_VERSION = 1
+# The 68 iBUG landmarks as photos are annotated (3D-consistent, AFLW2000-3D's convention), chosen on
+# the ICT surface by benchmarks/landmark_convention.py; ICT's own 68 (FaceModel.landmarks68) put the
+# jaw 12-23 mm further back, so a turned face's read-out jaw is off whatever the fit.
+ANNOTATED68_PATH = Path(__file__).parents[1] / "data" / "annotated_landmarks68.json"
 
 # MediaPipe's FACEMESH_FACE_OVAL as one closed loop (forehead top, then the subject's left side
 # down to the chin and back up the right side): the outer boundary of the canonical mesh. These
@@ -93,6 +98,20 @@ class Correspondence:
             tensor(self.bary, dtype),
             tensor(self.weight, dtype),
         )
+
+
+def load_annotated_landmarks68(path: str | Path | None = None) -> np.ndarray:
+    """(68,) ICT vertex ids of the iBUG landmarks as annotated on photos (``ANNOTATED68_PATH``)."""
+    path = Path(path) if path is not None else ANNOTATED68_PATH
+    try:
+        ids = np.array(json.loads(path.read_text())["vertex_ids"], np.int64)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise AssetError(f"The 68-landmark table {path} is missing or damaged ({exc}). Reinstall "
+                         "Likeness, or rebuild it with benchmarks/landmark_convention.py --write.") from exc
+    if ids.shape != (68,):
+        raise AssetError(f"{path} lists {ids.size} landmarks, not 68: rebuild it with "
+                         "benchmarks/landmark_convention.py --write.")
+    return ids
 
 
 def load_correspondence(path: str | Path | None = None) -> Correspondence:
