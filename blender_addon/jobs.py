@@ -116,6 +116,7 @@ class ReconstructOptions:
     face_index: Optional[int] = None
     detail_strength: float = 1.0
     detail_guidance: str = "auto"  # core.pipeline.Settings.detail_guidance
+    facial_hair: str = "hair"  # core.appearance.texture.TextureSettings.facial_hair
     clip_pretrained: Optional[str] = "openai"  # tag or checkpoint path; None: random weights (tests, demos)
     ict_facekit: Optional[str] = None  # a local zip or folder; None: core.assets finds or fetches it
     cache_dir: Optional[str] = None
@@ -144,9 +145,11 @@ def make_pipeline(options: ReconstructOptions, progress: Progress | None = None)
 def run_reconstruction(image, options: ReconstructOptions, progress: Progress, pipeline=None):
     """``core.reconstruct`` with the options; ``image`` is a path or an (H, W, 3) uint8 array."""
     from ..core import reconstruct
+    from ..core.appearance.texture import TextureSettings
     from ..core.pipeline import preset_settings
 
     settings = preset_settings(options.preset, device=options.device, face_index=options.face_index,
+                               texture=TextureSettings(facial_hair=options.facial_hair),
                                detail_strength=options.detail_strength,
                                detail_guidance=options.detail_guidance,
                                clip_pretrained=options.clip_pretrained)

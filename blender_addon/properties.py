@@ -14,6 +14,10 @@ DETAIL_GUIDANCE = [
     ("clip", "CLIP", "CLIP feature consistency + photometric + frequency (needs CLIP weights)"),
     ("photometric", "Photometric", "Shading and frequency terms only: works offline, no CLIP weights"),
 ]
+FACIAL_HAIR = [
+    ("hair", "Keep", "Beard, moustache and stubble as the photo shows them"),
+    ("skin", "Skin", "Skin where the photo shows facial hair (a clean-shaven head)"),
+]
 DEVICES = [
     ("auto", "Auto", "CUDA when available, else CPU"),
     ("cpu", "CPU", "Always the CPU"),
@@ -55,6 +59,9 @@ class LikenessSettings(bpy.types.PropertyGroup):
     detail_guidance: bpy.props.EnumProperty(
         name="Detail Guidance", items=DETAIL_GUIDANCE, default="auto",
         description="What guides the skin detail (Quality preset)")
+    facial_hair: bpy.props.EnumProperty(
+        name="Facial Hair", items=FACIAL_HAIR, default="hair",
+        description="What the texture shows where the photo shows a beard, moustache or stubble")
     add_camera: bpy.props.BoolProperty(
         name="Camera from Photo", default=True,
         description="Also add a camera per photo that sees the head as that photo does, with the photo "

@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-glb", action="store_true", help="write OBJ only")
         p.add_argument("--scalp", choices=("skin", "hair"), default="skin",
                        help="scalp colour: the skin tone (default) or the photo's hair colour (a cap)")
+        p.add_argument("--facial-hair", choices=("hair", "skin"), default="hair",
+                       help="beard, moustache and stubble: kept as the photo shows them (default) or "
+                            "replaced by skin (a clean-shaven head)")
         p.add_argument("--white-balance", choices=("auto", "off"), default="auto",
                        help="auto: divide the photo's light colour out of the albedo (default); "
                             "off: keep the photo's white balance")
@@ -96,7 +99,8 @@ def run(inputs: list, names: list[str], args: argparse.Namespace, people: int = 
         from .appearance.texture import TextureSettings
         from .pipeline import Pipeline, preset_settings
 
-        texture = TextureSettings(scalp=args.scalp, white_balance=args.white_balance)
+        texture = TextureSettings(scalp=args.scalp, white_balance=args.white_balance,
+                                  facial_hair=args.facial_hair)
         settings = preset_settings(args.preset, device=args.device, face_index=args.face_index,
                                    detector=args.detector, texture=texture,
                                    detail_guidance=args.detail)

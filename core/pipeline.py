@@ -214,11 +214,15 @@ class Pipeline:
                 resource.close()
         self._detector = self._mesh = self._segmenter = self._scrfd = None
 
-    def skin_trust(self, rgb: np.ndarray, detection: FaceDetection) -> SkinTrust | None:
-        """Which pixels of ``rgb`` show the subject's skin (None without dense landmarks)."""
+    def skin_trust(self, rgb: np.ndarray, detection: FaceDetection,
+                   settings: TextureSettings | None = None) -> SkinTrust | None:
+        """Which pixels of ``rgb`` show the subject's skin or its own texture (None without dense
+        landmarks); ``settings.facial_hair`` says whether a beard is texture or an occluder."""
         if not detection.is_dense:
             return None
-        return skin_trust(rgb, detection.landmarks, self.segmenter.segment(rgb), self.segmenter.hands(rgb))
+        facial_hair = (settings or TextureSettings()).facial_hair == "hair"
+        return skin_trust(rgb, detection.landmarks, self.segmenter.segment(rgb), self.segmenter.hands(rgb),
+                          facial_hair)
 
     def clip_extractor(self, settings: DetailSettings):
         """The CLIP encoder for the detail stage, kept across photos (loading takes seconds)."""
@@ -544,7 +548,7 @@ class Pipeline:
         views = []
         for photo, photo_params in zip(photos, params):  # each photo's own light colour out before fusing
             if not photo.skin_seen:  # once per photo: the texture after the likeness pass reuses them
-                photo.skin = self.skin_trust(photo.rgb, photo.detection)
+                photo.skin = self.skin_trust(photo.rgb, photo.detection, settings)
                 landmarks = photo.detection.landmarks if photo.detection.is_dense else None
                 photo.illuminant = photo_illuminant(photo.rgb, landmarks, photo.skin, settings)
                 if photo.illuminant is not None:

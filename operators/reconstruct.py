@@ -75,7 +75,8 @@ class ReconstructHead:
         image, self.name = photo_inputs(settings)
         options = options_from_preferences(
             context, preset=settings.preset, device=settings.device, face_index=settings.face_index or None,
-            detail_strength=settings.detail_strength, detail_guidance=settings.detail_guidance)
+            detail_strength=settings.detail_strength, detail_guidance=settings.detail_guidance,
+            facial_hair=settings.facial_hair)
         if not options.allow_download and not model_status(context)[0]:
             raise AssetError("The ICT-FaceKit head model is missing and cannot be downloaded: "
                              f"{OFFLINE_HINT}, or set a local copy in the add-on preferences.")

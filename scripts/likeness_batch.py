@@ -50,6 +50,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--preset", choices=("fast", "balanced", "quality"), default="fast")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--face-index", type=face_index, default=None, help="which face (0 = largest)")
+    parser.add_argument("--facial-hair", choices=("hair", "skin"), default="hair",
+                        help="beard, moustache and stubble: as the photo shows them, or skin")
     parser.add_argument("--no-camera", action="store_true", help="do not add the photo's camera")
     parser.add_argument("--detail", choices=("auto", "clip", "photometric"), default="auto",
                         help="detail guidance of the quality preset (auto: clip when CLIP weights exist)")
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: no image files found in the given inputs", file=sys.stderr)
         return EXIT_USAGE
     options = ReconstructOptions(preset=args.preset, device=args.device, face_index=args.face_index,
-                                 detail_guidance=args.detail)
+                                 detail_guidance=args.detail, facial_hair=args.facial_hair)
 
     def setup():
         pipeline = make_pipeline(options)  # the model, detector and weights load once for all photos

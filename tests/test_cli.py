@@ -34,3 +34,11 @@ def test_cli_usage_errors(tmp_path):
     args = [sys.executable, "-m", "core", "reconstruct", str(tmp_path), "-o", str(tmp_path / "o")]
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no image files" in result.stderr
+
+
+def test_facial_hair_option_keeps_hair_by_default():
+    from core.cli import _parser
+
+    args = _parser().parse_args(["reconstruct", "a.jpg", "-o", "out", "--facial-hair", "skin"])
+    assert args.facial_hair == "skin"
+    assert _parser().parse_args(["demo", "-o", "out"]).facial_hair == "hair"  # kept by default

@@ -136,3 +136,71 @@ def test_a_hand_at_the_chin_is_not_skin(pipeline):
     rows = np.flatnonzero(hand.any(axis=1))
     assert hand.sum() > 2000 and rows.min() < chin_y + 0.5 * (chin_y - top_y)  # found, close to the face
     assert pipeline.skin_trust(rgb, detection).trust[hand].max() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# The person's own texture: brows at full extent, facial hair, lash lines
+# (deepface img16.jpg: a full beard; img3.jpg: no beard, long hair beside the jaw and the temples).
+
+
+@pytest.fixture(scope="module")
+def bearded_and_not(pipeline):
+    from conftest import face_photo
+
+    from core.image_io import load_image
+
+    photos = [load_image(face_photo(name)).rgb for name in ("img16.jpg", "img3.jpg")]
+    return [(rgb, pipeline.detect(rgb)) for rgb in photos]
+
+
+def _disc_at(point, radius, shape) -> np.ndarray:
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]] + 0.5
+    return np.hypot(xs - point[0], ys - point[1]) < radius
+
+
+def test_a_beard_is_texture_unless_asked_for_skin(bearded_and_not, pipeline):
+    from core.appearance.texture import TextureSettings
+
+    (rgb, face), (other_rgb, other_face) = bearded_and_not
+    lm = face.landmarks
+    size = np.ptp(lm[:, :2], axis=0).max()
+    chin = _disc_at((lm[17] + lm[152]) / 2, 0.04 * size, rgb.shape[:2])  # between lower lip and chin
+    kept = pipeline.skin_trust(rgb, face)  # default: facial hair is kept
+    shaved = pipeline.skin_trust(rgb, face, TextureSettings(facial_hair="skin"))
+    assert kept.parts[chin].mean() > 0.9 and kept.trust[chin].mean() > 0.8
+    assert shaved.trust[chin].mean() < 0.2  # an occluder: the skin under it is filled in
+    # no beard, no facial hair: the long hair beside her jaw stays out
+    on = pipeline.skin_trust(other_rgb, other_face)
+    off = pipeline.skin_trust(other_rgb, other_face, TextureSettings(facial_hair="skin"))
+    assert np.array_equal(on.parts, off.parts) and np.array_equal(on.trust, off.trust)
+    with pytest.raises(LikenessError, match="facial hair"):
+        TextureSettings(facial_hair="shaved")
+
+
+def test_brows_reach_their_hair_not_the_temples(bearded_and_not, pipeline):
+    from core.appearance.skin_mask import LEFT_BROW, RIGHT_BROW, part_masks, polygon_mask
+
+    for rgb, face in bearded_and_not:
+        lm, shape = face.landmarks, rgb.shape[:2]
+        outline = polygon_mask(lm, RIGHT_BROW, *shape) | polygon_mask(lm, LEFT_BROW, *shape)
+        skin = pipeline.skin_trust(rgb, face)
+        above_nose = np.arange(shape[0])[:, None] < lm[1, 1]  # these photos are upright
+        grown = skin.parts & ~part_masks(lm, *shape)[0] & above_nose  # beyond the landmark outlines
+        assert skin.parts[outline].all() and grown.sum() > 0.2 * outline.sum()
+        luma = rgb.astype(float) @ [0.299, 0.587, 0.114]
+        assert luma[grown].mean() < np.median(luma[skin.trust > 0.9]) - 20  # hair, darker than skin
+        assert not (grown & ~face_mask(lm, *shape)).any()  # not the hair at the temples
+
+
+def test_lash_lines_darken_the_lid_margins(fast_reconstruction, pipeline):
+    from core.appearance.texture import lid_margin_distances
+
+    rec = fast_reconstruction
+    surface = pipeline.uv_surface(rec.albedo.shape[0])
+    upper, lower = lid_margin_distances(rec.model, surface)
+    half = upper.shape[1] // 4  # the face tile's left and right halves each hold one eye
+    for eye in (slice(0, half), slice(half, 2 * half)):
+        assert (upper[:, eye] < 0.001).sum() > 5 and (lower[:, eye] < 0.001).sum() > 5
+    luma = rec.albedo.astype(float) @ [0.299, 0.587, 0.114]
+    lid = (upper > 0.003) & (upper < 0.005) & (lower > upper)  # the upper lid's skin above the margin
+    assert np.median(luma[upper < 0.001]) < 0.6 * np.median(luma[lid])

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..geometry.correspondence import FACE_OVAL
 from ..native_log import quiet_mediapipe
-from .skin_mask import face_mask, part_masks, skin_mask
+from .skin_mask import LEFT_BROW, OUTER_LIPS, RIGHT_BROW, face_mask, part_masks, polygon_mask, skin_mask
 
 NOSE_TIP = 1
 CENTRAL_SCALE = 0.7  # the colour model is fitted inside the face oval shrunk by this around the nose
@@ -45,6 +45,25 @@ ROUGH_FLOOR = 0.06
 ROUGH_SIZE = 0.015  # of the face size: the scale of that texture measure
 BELOW_CHIN = (0.1, 0.25)  # of the face height below the chin: the neck fades out (collars)
 CHIN = 152
+# Brows at full extent: MediaPipe's brow outline is narrower than real brows. Hair is looked for in
+# a band of BROW_GROW (of the face size) around it, kept off the eyes by EYE_CLEAR (lids, lashes,
+# frames), darker than the band's skin by BROW_DARKER (log luminance), connected to the outline.
+BROW_GROW = 0.04
+EYE_CLEAR = 0.025
+BROW_DARKER = (0.06, 0.16)
+BROW_SKIN_PERCENTILE = 75  # the band's skin level: most of the band around the brow is skin
+# Facial hair (beard, moustache, stubble): textured pixels (thin dark structures or roughness, not
+# brighter than the skin) on the lower face, below the nose tip. Where their density (blurred over
+# FACIAL_HAIR_SIZE of the face size) is high, the whole patch is texture of its own: stubble is
+# hairs and the skin between them.
+FACIAL_HAIR_SIZE = 0.025
+FACIAL_HAIR_DENSITY = (0.25, 0.45)
+BEARD_DARKER = (0.3, 0.5)  # log luminance below the upper face's skin: dark hair, smooth or not
+# A beard covers the skin around the mouth: the ring of MOUTH_RING (of the face size) around the
+# lips must be FACIAL_HAIR_COVER hair, and only hair connected to that ring counts (hair hanging
+# beside the jaw, smile folds and wrinkles do not).
+MOUTH_RING = 0.08
+FACIAL_HAIR_COVER = 0.6
 
 
 def _features(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +128,7 @@ class SkinTrust:
     """Per photo pixel: may it colour skin texels?"""
 
     trust: np.ndarray  # (H, W) float32 in [0, 1]
-    parts: np.ndarray  # (H, W) bool: eyes, brows, lips, nostrils (texture of their own)
+    parts: np.ndarray  # (H, W) bool: eyes, brows, lips, nostrils, kept facial hair (texture of their own)
     person: np.ndarray  # (H, W) float32 selfie-segmentation probability
     colour: SkinColourModel
 
@@ -170,9 +189,11 @@ def central_face(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
-               hands: np.ndarray | None = None) -> SkinTrust:
+               hands: np.ndarray | None = None, facial_hair: bool = True) -> SkinTrust:
     """Trusted-skin weights of photo ``rgb`` for the face of 478 ``landmarks`` given the
-    ``person`` probability map and the ``hands`` mask (skin-coloured, but never the face's)."""
+    ``person`` probability map and the ``hands`` mask (skin-coloured, but never the face's).
+    ``facial_hair``: beard, moustache and stubble are kept as texture of their own (else they are
+    occluders, and the skin under them is filled in)."""
     height, width = rgb.shape[:2]
     photo = rgb.astype(np.float32) / 255
     person_w = 1 - _ramp(person, *PERSON_RAMP)
@@ -188,11 +209,19 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     oval = face_mask(landmarks, height, width).astype(np.float32)
     oval = cv2.dilate(oval, _disc(int(0.03 * face_size) + 1))
     outside = 1 - cv2.GaussianBlur(oval, (0, 0), max(1.0, 0.015 * face_size))
-    skin = (colour.probability(photo, outside) * _ramp(_thin_dark(luma, face_size), *THIN_DARK)
-            * _ramp(rough, rough_lo, 2 * rough_lo))
+    # thin dark structures (frames, strands, stubble) or a rough texture (hair, beard)
+    textured = 1 - _ramp(_thin_dark(luma, face_size), *THIN_DARK) * _ramp(rough, rough_lo, 2 * rough_lo)
+    skin = colour.probability(photo, outside) * (1 - textured)
+    parts = parts | _full_brows(luma, landmarks, face_size, openings)
     # A moustache over the upper lip is inside the lips' outline: lip pixels much darker than the
     # lips' median are hair, not lip.
     own = np.where(lips, _ramp(np.median(luma[lips]) - luma, *DARKER_LIP) if lips.any() else 1.0, 1.0)
+    if facial_hair:  # a beard's skin level is the upper face's (the central face may be half beard)
+        upper = sample & (_along_face(landmarks, height, width, NOSE_TIP) < 0)
+        level = float(np.median(luma[upper])) if upper.sum() >= 50 else colour.log_luma
+        beard = _facial_hair(textured, luma - level, landmarks, face_size) * person_w
+        parts = parts | (beard > 0.5)
+        own = np.maximum(own, beard)
     trust = np.where(parts, own, skin) * person_w * ~openings * _below_chin(landmarks, height, width)
     if hands is not None:
         trust = trust * ~hands
@@ -203,6 +232,59 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     eroded = cv2.erode(np.where(parts, 0.0, trust).astype(np.float32), _disc(radius))
     trust = np.where(parts, trust, eroded).astype(np.float32)
     return SkinTrust(trust, parts, person.astype(np.float32), colour)
+
+
+def _full_brows(luma: np.ndarray, landmarks: np.ndarray, face_size: float,
+                openings: np.ndarray) -> np.ndarray:
+    """Bool (H, W): each brow at its full extent: MediaPipe's outline plus the pixels around it (in
+    a BROW_GROW band, clear of the eyes) darker than the band's skin, connected to the outline."""
+    height, width = luma.shape
+    eyes = cv2.dilate(openings.astype(np.uint8), _disc(max(1, int(round(EYE_CLEAR * face_size))))) > 0
+    # the temples' hair is beside the brow tails: the band stays inside the face oval
+    eyes |= cv2.erode(face_mask(landmarks, height, width).astype(np.uint8), _disc(max(1, int(round(
+        EYE_CLEAR * face_size))))) == 0
+    grow = _disc(max(1, int(round(BROW_GROW * face_size))))
+    brows = np.zeros((height, width), bool)
+    for loop in (RIGHT_BROW, LEFT_BROW):
+        outline = polygon_mask(landmarks, loop, height, width)
+        band = (cv2.dilate(outline.astype(np.uint8), grow) > 0) & ~eyes
+        ring = band & ~outline
+        if ring.sum() < 10:
+            brows |= outline
+            continue
+        level = np.percentile(luma[ring], BROW_SKIN_PERCENTILE)
+        hair = band & (_ramp(level - luma, *BROW_DARKER) < 0.5)
+        brows |= _touching(hair | outline, outline)
+    return brows
+
+
+def _facial_hair(textured: np.ndarray, rel_luma: np.ndarray, landmarks: np.ndarray,
+                 face_size: float) -> np.ndarray:
+    """(H, W) float in [0, 1]: beard, moustache and stubble: where pixels much darker than the skin
+    (``rel_luma``: log luminance relative to the upper face's) or textured and not brighter than
+    it are dense on the face oval below the nose tip, around the mouth."""
+    height, width = textured.shape
+    zone = face_mask(landmarks, height, width) & (_along_face(landmarks, height, width, NOSE_TIP) > 0)
+    hair = np.maximum(textured * _ramp(rel_luma, 0.0, 0.3), 1 - _ramp(-rel_luma, *BEARD_DARKER)) * zone
+    sigma = max(1.0, FACIAL_HAIR_SIZE * face_size)
+    density = cv2.GaussianBlur(hair.astype(np.float32), (0, 0), sigma)
+    density /= np.maximum(cv2.GaussianBlur(zone.astype(np.float32), (0, 0), sigma), 1e-3)
+    beard = (1 - _ramp(density, *FACIAL_HAIR_DENSITY)) * zone
+    lips = polygon_mask(landmarks, OUTER_LIPS, height, width)
+    ring = (cv2.dilate(lips.astype(np.uint8), _disc(max(1, int(round(MOUTH_RING * face_size))))) > 0)
+    ring &= zone & ~lips
+    if not ring.any() or np.mean(beard[ring] > 0.5) < FACIAL_HAIR_COVER:
+        return np.zeros((height, width), np.float32)
+    return (beard * _touching(beard > 0.5, ring)).astype(np.float32)
+
+
+def _touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The connected regions of bool ``mask`` that touch ``seed``."""
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[seed & mask])] = True
+    keep[0] = False
+    return keep[labels]
 
 
 def _disc(radius: int) -> np.ndarray:
@@ -223,22 +305,23 @@ def _roughness(luma: np.ndarray, face_size: float) -> np.ndarray:
     return np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), sigma))
 
 
+def _along_face(landmarks: np.ndarray, height: int, width: int, origin: int) -> np.ndarray:
+    """(H, W): how far each pixel lies below landmark ``origin`` along the face's vertical axis
+    (forehead top to chin), in face heights."""
+    start, top = landmarks[origin], landmarks[FACE_OVAL[0]]
+    axis = landmarks[CHIN] - top
+    face_height = float(np.linalg.norm(axis))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    return ((xs - start[0]) * axis[0] + (ys - start[1]) * axis[1]) / max(face_height, 1e-6) ** 2
+
+
 def _below_chin(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W) weight fading out below the chin along the face's vertical axis: collars and
     clothes below the neck often have skin-like colours."""
-    chin, top = landmarks[CHIN], landmarks[FACE_OVAL[0]]
-    axis = chin - top
-    face_height = float(np.linalg.norm(axis))
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-    below = ((xs - chin[0]) * axis[0] + (ys - chin[1]) * axis[1]) / max(face_height, 1e-6) ** 2
-    return _ramp(below, *BELOW_CHIN).astype(np.float32)
+    return _ramp(_along_face(landmarks, height, width, CHIN), *BELOW_CHIN).astype(np.float32)
 
 
 def _connected_to(trust: np.ndarray, seed: np.ndarray) -> np.ndarray:
     """``trust`` kept only on the connected regions (trust > 0.3) that touch ``seed``: skin-coloured
     things apart from the face (clothes, other people, the background) do not count."""
-    count, labels = cv2.connectedComponents((trust > 0.3).astype(np.uint8), connectivity=8)
-    keep = np.zeros(count, bool)
-    keep[np.unique(labels[seed & (labels > 0)])] = True
-    keep[0] = False
-    return (trust * keep[labels]).astype(np.float32)
+    return (trust * _touching(trust > 0.3, seed)).astype(np.float32)

@@ -46,8 +46,18 @@ SMOOTHNESS = 2.0  # mesh-Laplacian weight of the fill (larger: smoother, reaches
 TONE_PULL = 0.02  # pull of the fill towards the skin tone far from seen texels
 VARIATION_SPACINGS_M = (0.04, 0.015)  # lattice spacings of the fill's variation (two octaves)
 SCALP_MODES = ("skin", "hair")
+FACIAL_HAIR_MODES = ("hair", "skin")
 WHITE_BALANCE_MODES = ("auto", "off")
 DEFAULT_TONE = np.array([0.75, 0.57, 0.48])  # only when not one skin texel was seen
+# Lash lines: the skin atlas's lid margins (the rims of the skin mesh's eye openings) are darkened
+# to the lashes' colour, so the eyes read as eyes whatever the fitted lids' alignment to the photo.
+# Widths (upper, lower lid; metres on the neutral head) and opacities at the margin.
+LASH_WIDTH_M = (0.0015, 0.0007)
+LASH_OPACITY = (0.9, 0.5)
+LASH_SOFT = 0.4
+LASH_SAMPLE_M = 0.003  # the lashes' colour is the darkest LASH_DARKEST of the seen texels this near
+LASH_DARKEST = 0.1
+LASH_DEFAULT = 0.3  # times the skin tone: the lashes' colour when the photo showed none
 
 
 @dataclass
@@ -56,14 +66,17 @@ class TextureSettings:
     # "auto": the photo's light colour is estimated and divided out of the albedo
     # (core.appearance.white_balance); "off": the albedo keeps the photo's white balance
     white_balance: str = "auto"
+    # "hair": beard, moustache and stubble seen in the photo stay in the albedo, texture of their
+    # own (a bearded person without the beard is not the person); "skin": they are occluders and
+    # the skin under them is filled in (a clean-shaven base, e.g. for groomed hair)
+    facial_hair: str = "hair"
 
     def __post_init__(self):  # checked when made, before any photo is fitted
-        if self.scalp not in SCALP_MODES:
-            raise LikenessError(f"Unknown scalp setting {self.scalp!r}: choose one of "
-                                f"{', '.join(SCALP_MODES)}.")
-        if self.white_balance not in WHITE_BALANCE_MODES:
-            raise LikenessError(f"Unknown white balance setting {self.white_balance!r}: choose one of "
-                                f"{', '.join(WHITE_BALANCE_MODES)}.")
+        for name, modes in (("scalp", SCALP_MODES), ("white balance", WHITE_BALANCE_MODES),
+                            ("facial hair", FACIAL_HAIR_MODES)):
+            value = getattr(self, name.replace(" ", "_"))
+            if value not in modes:
+                raise LikenessError(f"Unknown {name} setting {value!r}: choose one of {', '.join(modes)}.")
 
 
 @dataclass
@@ -362,8 +375,59 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
     if scalp is not None:
         alpha = alpha * (1 - scalp)
     out = alpha[..., None] * albedo + (1 - alpha[..., None]) * fill
+    out = _lash_lines(model, surface, out, evidence, tone)
     covered = surface.covered.astype(np.float32)
     return np.clip(push_pull_fill(out * covered[..., None], covered), 0, 1)  # gutter for filtering
+
+
+def _lash_lines(model: FaceModel, surface: UVSurface, albedo: np.ndarray, evidence: Unwrap,
+                tone: np.ndarray) -> np.ndarray:
+    """``albedo`` with each lid margin darkened to the lashes' colour (LASH_WIDTH_M, LASH_OPACITY):
+    the darkest seen texels near the margins (the photo's lash line, wherever the fitted lid put
+    it), or LASH_DEFAULT times the skin ``tone`` when none was seen."""
+    upper, lower = lid_margin_distances(model, surface)
+    near = np.minimum(upper, lower) < LASH_SAMPLE_M
+    seen = near & (evidence.weight > 0.3)
+    colour = LASH_DEFAULT * tone
+    if seen.sum() >= 10:
+        values = evidence.albedo[seen]
+        luma = _luminance(values)
+        colour = values[luma <= np.quantile(luma, LASH_DARKEST)].mean(0)
+    # full opacity over most of the width, fading over its outer LASH_SOFT
+    opacity = np.maximum(*(strength * np.clip((width - d) / (LASH_SOFT * width), 0, 1) for d, width, strength
+                           in zip((upper, lower), LASH_WIDTH_M, LASH_OPACITY, strict=True)))
+    return albedo * (1 - opacity[..., None]) + colour * opacity[..., None]
+
+
+def lid_margin_distances(model: FaceModel, surface: UVSurface) -> tuple[np.ndarray, np.ndarray]:
+    """(S, 2S) distances (metres, on the neutral head; inf outside the islands) of each texel to the
+    upper and to the lower lid margins: the rims of the skin mesh's two eye openings, split at
+    the eye corners."""
+    faces = surface.faces
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
+    unique, count = np.unique(edges, axis=0, return_counts=True)
+    rim = np.unique(unique[count == 1])  # the skin mesh's open borders: eyes, mouth, neck
+    points = surface.interpolate(model.neutral[: int(faces.max()) + 1].astype(np.float32))
+    upper = np.full(surface.face_id.shape, np.inf, np.float32)
+    lower = upper.copy()
+    for eye in ("eyeball_left", "eyeball_right"):
+        centre = model.neutral[model.region_mask(eye)].mean(0)
+        loop = model.neutral[rim[np.linalg.norm(model.neutral[rim] - centre, axis=1) < 0.025]]
+        left, right = loop[np.argmin(loop[:, 0])], loop[np.argmax(loop[:, 0])]
+        line = left[1] + (loop[:, 0] - left[0]) * (right[1] - left[1]) / max(right[0] - left[0], 1e-9)
+        close = surface.covered & (np.linalg.norm(points - centre, axis=-1) < 0.03)
+        for out, side in ((upper, loop[:, 1] >= line), (lower, loop[:, 1] <= line)):
+            lid = loop[side][np.argsort(loop[side][:, 0])]
+            out[close] = np.minimum(out[close], _polyline_distance(points[close], lid))
+    return upper, lower
+
+
+def _polyline_distance(points: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """(N,) distance of each of (N, 3) ``points`` to the polyline through (M, 3) ``line``."""
+    start, seg = line[:-1], np.diff(line, axis=0)
+    t = np.einsum("nmk,mk->nm", points[:, None] - start, seg) / np.maximum((seg * seg).sum(1), 1e-12)
+    nearest = start + np.clip(t, 0, 1)[..., None] * seg
+    return np.linalg.norm(points[:, None] - nearest, axis=-1).min(1)
 
 
 def _fill_field(model: FaceModel, surface: UVSurface, albedo: np.ndarray, known: np.ndarray,
