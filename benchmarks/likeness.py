@@ -151,44 +151,29 @@ def _sh():
     return sh
 
 
-# Flat colours of the parts Likeness does not texture (the eyeballs get an iris and pupil).
-SCLERA = (0.86, 0.83, 0.80)
-PART_COLOURS = {"mouth_socket": (0.30, 0.12, 0.12), "gums_tongue": (0.62, 0.32, 0.32),
-                "teeth": (0.90, 0.87, 0.80), "eyeball_left": SCLERA, "eyeball_right": SCLERA}
-
-
 class HeadRenderer:
-    """The textured head (skin polygons) with flat-coloured eyes, mouth and teeth, from a camera in
-    front of it."""
+    """The textured head (skin polygons) with the parts as users see them (core.appearance.texture_gcn's
+    ``part_colours``: eyeballs with the photo's iris colour, sockets from the skin atlas, teeth and
+    gums plain), from a camera in front of it."""
 
     def __init__(self, model):
         import torch
 
         from core.geometry.face_model import SKIN_POLYGONS, triangulate
+        from core.geometry.parts import shown_polygons
 
         self.model = model
         faces, uv_faces = model.triangles(SKIN_POLYGONS)
         self.faces = torch.from_numpy(faces.astype(np.int64))
         self.uv_corners = torch.from_numpy(model.atlas_uvs[uv_faces])
-        parts = model.region_mask(*PART_COLOURS)
-        polygons = model.polygons[parts[model.polygons[:, :3]].all(1)]
-        self.part_faces = torch.from_numpy(triangulate(polygons).astype(np.int64))
+        parts = model.polygons[SKIN_POLYGONS:][shown_polygons(model)[SKIN_POLYGONS:]]
+        self.part_faces = torch.from_numpy(triangulate(parts).astype(np.int64))
 
-    def _part_colours(self, vertices: np.ndarray) -> np.ndarray:
-        colours = np.zeros((len(vertices), 3), np.float32)
-        for part, colour in PART_COLOURS.items():
-            ids = np.flatnonzero(self.model.region_mask(part))
-            colours[ids] = colour
-            if part.startswith("eyeball"):  # iris and pupil around the front-most point
-                pts = vertices[ids]
-                radius = np.linalg.norm(pts[:, :2] - pts[np.argmax(pts[:, 2]), :2], axis=1)[:, None]
-                colours[ids] = np.where(radius < 0.0055, [0.30, 0.22, 0.16], colour)
-                colours[ids] = np.where(radius < 0.0022, [0.05, 0.04, 0.04], colours[ids])
-        return colours
-
-    def render(self, vertices: np.ndarray, albedo: np.ndarray, yaw_deg: float, shaded: bool) -> np.ndarray:
+    def render(self, vertices: np.ndarray, albedo: np.ndarray, iris: tuple[float, float, float],
+               yaw_deg: float, shaded: bool) -> np.ndarray:
         import torch
 
+        from core.appearance.texture_gcn import part_colours
         from core.geometry.params import Camera, rotation_matrix
         from core.geometry.rendering import render
 
@@ -206,7 +191,7 @@ class HeadRenderer:
             skin = render(verts, self.faces, camera, uv_corners=self.uv_corners, texture=texture, sh=sh,
                           cull_backfaces=True)
             eyes = render(verts, self.part_faces, camera, sh=sh, cull_backfaces=True,
-                          vertex_colors=torch.from_numpy(self._part_colours(vertices)))
+                          vertex_colors=torch.from_numpy(part_colours(self.model, albedo, iris)))
         skin_depth = torch.where(skin.mask, skin.fragments.depth, torch.inf)
         eye_depth = torch.where(eyes.mask, eyes.fragments.depth, torch.inf)
         image = torch.where((eye_depth < skin_depth)[..., None], eyes.image, skin.image)
@@ -217,8 +202,9 @@ class HeadRenderer:
 
 def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
              only: list[str] | None = None) -> dict:
-    from core.fitting.detection import make_detector
+    from core.fitting.detection import detect_face, make_detector
     from core.geometry.face_model import load_face_model
+    from core.geometry.parts import iris_colour
     from core.image_io import load_image
 
     # photos every configuration has reconstructed (a partial run: its people with two or more)
@@ -230,7 +216,11 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
     model = load_face_model()
     renderer = HeadRenderer(model)
     detector = make_detector("mediapipe")
-    photo_crops = [face_crops(load_image(path).rgb, detector) for path, _ in items]
+    photo_crops, irises = [], []
+    for path, _ in items:
+        rgb = load_image(path).rgb
+        photo_crops.append(face_crops(rgb, detector))
+        irises.append(iris_colour(rgb, detect_face(rgb, detector=detector).landmarks))
     assert all(c is not None for c in photo_crops), "a real photo without a detected face"
     kinds = [(f"{'shaded' if shaded else 'albedo'}_{yaw:+d}", yaw, shaded)
              for shaded in (False, True) for yaw in YAWS]
@@ -245,7 +235,7 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
             if config == "mean_shape":
                 vertices = model.vertices(None, data["expression"])
             for kind, yaw, shaded in kinds:
-                image = renderer.render(vertices, data["albedo"], yaw, shaded)
+                image = renderer.render(vertices, data["albedo"], irises[i], yaw, shaded)
                 crops = face_crops(image, detector)
                 index.append((config, kind, i, crops is not None))
                 if crops is not None:
