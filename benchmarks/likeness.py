@@ -71,7 +71,8 @@ def photos() -> list[tuple[Path, str]]:
 # Phase 1: reconstructions
 
 
-def reconstruct(out: Path, before: bool, limit: int | None, part: str = "0/1") -> None:
+def reconstruct(out: Path, before: bool, limit: int | None, part: str = "0/1",
+                only: list[str] | None = None) -> None:
     """Balanced-preset heads. The current code runs the pipeline twice without the GCN stage: as
     it is ("no_gcn") and without the likeness pass ("no_likeness" after the GCN). It refines the
     first coarse texture as the pipeline would ("after") and the second without its identity loss
@@ -79,7 +80,7 @@ def reconstruct(out: Path, before: bool, limit: int | None, part: str = "0/1") -
     pipeline is, keeps the photo's hair colour on the scalp ("scalp_hair", ``--scalp hair``, what
     users who want a cap see); ``before`` runs the
     checkout on PYTHONPATH as it is. ``part`` "k/m": only every m-th photo from the k-th (processes
-    side by side)."""
+    side by side); ``only``: just these configurations (and what they are made with)."""
     import torch
 
     from core.pipeline import Pipeline, preset_settings
@@ -89,7 +90,7 @@ def reconstruct(out: Path, before: bool, limit: int | None, part: str = "0/1") -
     k, m = (int(x) for x in part.split("/"))
     for path, _ in photos()[:limit][k::m]:
         missing = {c for c in (("before",) if before else RECONSTRUCTED[1:])
-                   if not (out / c / f"{path.stem}.npz").exists()}
+                   if not (out / c / f"{path.stem}.npz").exists() and (only is None or c in only)}
         start = time.perf_counter()
         balanced = preset_settings("balanced")
         if "before" in missing:
@@ -107,6 +108,8 @@ def reconstruct(out: Path, before: bool, limit: int | None, part: str = "0/1") -
         start = time.perf_counter()
         _save(out / "after", path, rec, _refined(pipe, rec, gcn), start)
         start = time.perf_counter()
+        if not missing & {"no_identity", "no_likeness"}:
+            continue
         rec = pipe.run(path, replace(no_gcn, refinement=replace(balanced.refinement, likeness_iterations=0)))
         for config, settings in (("no_likeness", gcn), ("no_identity", replace(gcn, identity_weight=0))):
             _save(out / config, path, rec, _refined(pipe, rec, settings), start)
@@ -317,13 +320,13 @@ def main() -> None:
     parser.add_argument("--faceres", type=Path, default=FACERES)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--gallery", type=Path, default=None)
-    parser.add_argument("--configs", default=None, help="evaluate only these (comma-separated)")
+    parser.add_argument("--configs", default=None, help="only these configurations (comma-separated)")
     parser.add_argument("--part", default="0/1", help="reconstruct every m-th photo from the k-th: k/m")
     args = parser.parse_args()
-    if args.phase == "reconstruct":
-        reconstruct(args.out, args.before, args.limit, args.part)
-        return
     only = args.configs.split(",") if args.configs else None
+    if args.phase == "reconstruct":
+        reconstruct(args.out, args.before, args.limit, args.part, only)
+        return
     results = evaluate(args.out, args.faceres, args.limit, args.gallery, only)
     (args.out / f"likeness_{args.configs or 'all'}.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))

@@ -407,19 +407,26 @@ def lid_margin_distances(model: FaceModel, surface: UVSurface) -> tuple[np.ndarr
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
     unique, count = np.unique(edges, axis=0, return_counts=True)
     rim = np.unique(unique[count == 1])  # the skin mesh's open borders: eyes, mouth, neck
-    points = surface.interpolate(model.neutral[: int(faces.max()) + 1].astype(np.float32))
-    upper = np.full(surface.face_id.shape, np.inf, np.float32)
+    neutral = model.neutral[: int(faces.max()) + 1]
+    corners, weights = surface.corner_vertices, surface.corner_weights
+    upper = np.full(len(corners), np.inf, np.float32)
     lower = upper.copy()
     for eye in ("eyeball_left", "eyeball_right"):
         centre = model.neutral[model.region_mask(eye)].mean(0)
-        loop = model.neutral[rim[np.linalg.norm(model.neutral[rim] - centre, axis=1) < 0.025]]
+        loop = neutral[rim[np.linalg.norm(neutral[rim] - centre, axis=1) < 0.025]]
         left, right = loop[np.argmin(loop[:, 0])], loop[np.argmax(loop[:, 0])]
         line = left[1] + (loop[:, 0] - left[0]) * (right[1] - left[1]) / max(right[0] - left[0], 1e-9)
-        close = surface.covered & (np.linalg.norm(points - centre, axis=-1) < 0.03)
+        close = (np.linalg.norm(neutral - centre, axis=1) < 0.03)[corners[:, 0]]  # texels near this eye
+        points = np.einsum("nkc,nk->nc", neutral[corners[close]], weights[close])
         for out, side in ((upper, loop[:, 1] >= line), (lower, loop[:, 1] <= line)):
             lid = loop[side][np.argsort(loop[side][:, 0])]
-            out[close] = np.minimum(out[close], _polyline_distance(points[close], lid))
-    return upper, lower
+            out[close] = np.minimum(out[close], _polyline_distance(points, lid))
+    maps = []
+    for per_texel in (upper, lower):
+        atlas = np.full(surface.face_id.shape, np.inf, np.float32)
+        atlas[surface.covered] = per_texel
+        maps.append(atlas)
+    return maps[0], maps[1]
 
 
 def _polyline_distance(points: np.ndarray, line: np.ndarray) -> np.ndarray:
