@@ -46,12 +46,13 @@ ROUGH_SIZE = 0.015  # of the face size: the scale of that texture measure
 BELOW_CHIN = (0.1, 0.25)  # of the face height below the chin: the neck fades out (collars)
 CHIN = 152
 # Brows at full extent: MediaPipe's brow outline is narrower than real brows. Hair is looked for in
-# a band of BROW_GROW (of the face size) around it, kept off the eyes by EYE_CLEAR (lids, lashes,
-# frames), darker than the band's skin by BROW_DARKER (log luminance), connected to the outline.
+# a band reaching BROW_GROW (of the face size) above the outline, BROW_GROW - BROW_LIFT to the sides
+# and BROW_GROW - 2 BROW_LIFT below it, kept off the eyes by EYE_CLEAR, darker than the band's skin by
+# BROW_DARKER (log luminance), connected to the outline.
 BROW_GROW = 0.04
+BROW_LIFT = 0.015
 EYE_CLEAR = 0.025
 BROW_DARKER = (0.06, 0.16)
-BROW_SKIN_PERCENTILE = 75  # the band's skin level: most of the band around the brow is skin
 # Facial hair (beard, moustache, stubble): textured pixels (thin dark structures or roughness, not
 # brighter than the skin) on the lower face, below the nose tip. Where their density (blurred over
 # FACIAL_HAIR_SIZE of the face size) is high, the whole patch is texture of its own: stubble is
@@ -212,7 +213,7 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     # thin dark structures (frames, strands, stubble) or a rough texture (hair, beard)
     textured = 1 - _ramp(_thin_dark(luma, face_size), *THIN_DARK) * _ramp(rough, rough_lo, 2 * rough_lo)
     skin = colour.probability(photo, outside) * (1 - textured)
-    parts = parts | _full_brows(luma, landmarks, face_size, openings)
+    parts = parts | _full_brows(luma, skin, landmarks, face_size, openings)
     # A moustache over the upper lip is inside the lips' outline: lip pixels much darker than the
     # lips' median are hair, not lip.
     own = np.where(lips, _ramp(np.median(luma[lips]) - luma, *DARKER_LIP) if lips.any() else 1.0, 1.0)
@@ -234,26 +235,31 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     return SkinTrust(trust, parts, person.astype(np.float32), colour)
 
 
-def _full_brows(luma: np.ndarray, landmarks: np.ndarray, face_size: float,
+def _full_brows(luma: np.ndarray, skin: np.ndarray, landmarks: np.ndarray, face_size: float,
                 openings: np.ndarray) -> np.ndarray:
-    """Bool (H, W): each brow at its full extent: MediaPipe's outline plus the pixels around it (in
-    a BROW_GROW band, clear of the eyes) darker than the band's skin, connected to the outline."""
+    """Bool (H, W): each brow at its full extent: MediaPipe's outline plus the pixels around it
+    darker than the skin there (the median of the band's skin-like pixels, ``skin`` > 0.5),
+    connected to the outline. The band reaches BROW_GROW up and to the sides but little down (lids
+    and glasses frames are below the brows), and stays clear of the eyes and inside the face oval
+    (the temples' hair is beside the brow tails)."""
     height, width = luma.shape
-    eyes = cv2.dilate(openings.astype(np.uint8), _disc(max(1, int(round(EYE_CLEAR * face_size))))) > 0
-    # the temples' hair is beside the brow tails: the band stays inside the face oval
-    eyes |= cv2.erode(face_mask(landmarks, height, width).astype(np.uint8), _disc(max(1, int(round(
-        EYE_CLEAR * face_size))))) == 0
-    grow = _disc(max(1, int(round(BROW_GROW * face_size))))
+    clear = max(1, int(round(EYE_CLEAR * face_size)))
+    keep_out = cv2.dilate(openings.astype(np.uint8), _disc(clear)) > 0
+    keep_out |= cv2.erode(face_mask(landmarks, height, width).astype(np.uint8), _disc(clear)) == 0
+    up = landmarks[FACE_OVAL[0]] - landmarks[CHIN]
+    lift = BROW_LIFT * face_size * up / max(float(np.linalg.norm(up)), 1e-6)
+    shift = np.float32([[1, 0, lift[0]], [0, 1, lift[1]]])
+    grow = _disc(max(1, int(round((BROW_GROW - BROW_LIFT) * face_size))))
     brows = np.zeros((height, width), bool)
     for loop in (RIGHT_BROW, LEFT_BROW):
         outline = polygon_mask(landmarks, loop, height, width)
-        band = (cv2.dilate(outline.astype(np.uint8), grow) > 0) & ~eyes
-        ring = band & ~outline
+        band = cv2.warpAffine(cv2.dilate(outline.astype(np.uint8), grow), shift, (width, height)) > 0
+        band &= ~keep_out
+        ring = band & ~outline & (skin > 0.5)
         if ring.sum() < 10:
             brows |= outline
             continue
-        level = np.percentile(luma[ring], BROW_SKIN_PERCENTILE)
-        hair = band & (_ramp(level - luma, *BROW_DARKER) < 0.5)
+        hair = band & (_ramp(float(np.median(luma[ring])) - luma, *BROW_DARKER) < 0.5)
         brows |= _touching(hair | outline, outline)
     return brows
 
