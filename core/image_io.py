@@ -216,42 +216,50 @@ def _to_8bit(image: Image.Image, name: str, notes: list[str]) -> Image.Image:
 def _high_depth_to_8bit(image: Image.Image, notes: list[str]) -> Image.Image:
     """16-bit / 32-bit / float grey -> L, a band of rows at a time: converting the whole array at
     once took several float copies of it (3.5 GB for a 225 MP 16-bit PNG); now the peak is the
-    decoded image plus its 8-bit copy. The value range is judged on a sample of rows."""
+    decoded image plus its 8-bit copy. The value range is judged once, on a sample of rows."""
     width, height = image.size
     step = max(1, height // 512)
     sample = np.concatenate([np.asarray(image.crop((0, y, width, y + 1))) for y in range(0, height, step)])
-    _scale_to_uint8(sample, notes)  # the notes: how the range was read
+    value_range = _value_range(sample, notes)
     out = np.empty((height, width), np.uint8)
     rows = max(1, 4_000_000 // max(width, 1))
     for y in range(0, height, rows):
         band = np.asarray(image.crop((0, y, width, min(height, y + rows))))
-        out[y:y + rows] = _scale_to_uint8(band, [], sample)
+        out[y:y + rows] = _scale_to_uint8(band, value_range)
     return Image.fromarray(out)
 
 
-def _scale_to_uint8(values: np.ndarray, notes: list[str], sample: np.ndarray | None = None) -> np.ndarray:
-    """uint8 as is; 16-bit integer data scaled by 255/65535; floats in [0, 1] (or in [0, 255], the
-    other common convention, when the bulk of the values exceeds 1.5: a few outliers or
-    infinities in a 0..1 image are clipped, not taken as its range). ``sample`` (default: the
-    values) decides the range."""
-    if values.dtype == np.uint8:
-        return values
-    sample = values if sample is None else sample
-    if np.issubdtype(values.dtype, np.floating):
-        finite = sample[np.isfinite(sample)].astype(np.float32)
-        finite = finite[:: max(1, finite.size // 1_000_000)]
-        wide = finite.size > 0 and float(np.percentile(finite, 99)) > 1.5
-        top = 255.0 if wide else 1.0
-        if wide:
-            notes.append("float values mostly above 1.5: read as 0-255")
-        if not np.all((sample >= 0) & (sample <= top)):  # NaN fails both
-            notes.append(f"float values outside 0-{top:g} (or not finite) were clipped")
-        values = np.clip(np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=top, neginf=0.0), 0.0, top)
-        scaled = values if wide else values * 255.0
-    else:
-        # Pillow's "I" mode holds 16-bit PNGs in int32; wider data is scaled by its own maximum
+@dataclass(frozen=True)
+class _ValueRange:
+    """How non-8-bit values map to 0..255: ``top`` becomes 255; floats are clipped to [0, top]."""
+
+    floating: bool
+    top: float
+
+
+def _value_range(sample: np.ndarray, notes: list[str]) -> _ValueRange:
+    """16-bit integer data: 0..65535 (wider data: its own maximum); floats: [0, 1], or [0, 255] (the
+    other common convention) when the bulk of the values exceeds 1.5: a few outliers or infinities
+    in a 0..1 image are clipped, not taken as its range. ``notes`` says how the range was read."""
+    if not np.issubdtype(sample.dtype, np.floating):
+        # Pillow's "I" mode holds 16-bit PNGs in int32
         peak = float(sample.max(initial=0))
-        scaled = values.astype(np.float32) * (255.0 / (65535.0 if peak <= 65535 else peak))
+        return _ValueRange(False, 65535.0 if peak <= 65535 else peak)
+    finite = sample[np.isfinite(sample)].astype(np.float32)
+    finite = finite[:: max(1, finite.size // 1_000_000)]
+    top = 255.0 if finite.size > 0 and float(np.percentile(finite, 99)) > 1.5 else 1.0
+    if top > 1:
+        notes.append("float values mostly above 1.5: read as 0-255")
+    if not np.all((sample >= 0) & (sample <= top)):  # NaN fails both
+        notes.append(f"float values outside 0-{top:g} (or not finite) were clipped")
+    return _ValueRange(True, top)
+
+
+def _scale_to_uint8(values: np.ndarray, value_range: _ValueRange) -> np.ndarray:
+    if value_range.floating:
+        top = value_range.top
+        values = np.clip(np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=top, neginf=0.0), 0.0, top)
+    scaled = values.astype(np.float32) * np.float32(255.0 / value_range.top)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
@@ -265,7 +273,9 @@ def _array_to_image(array: np.ndarray, notes: list[str]) -> Image.Image:
         raise ImageError(
             f"Unsupported image array shape {array.shape}: use (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)."
         )
-    return Image.fromarray(np.ascontiguousarray(_scale_to_uint8(array, notes)))  # L, RGB or RGBA
+    if array.dtype != np.uint8:
+        array = _scale_to_uint8(array, _value_range(array, notes))
+    return Image.fromarray(np.ascontiguousarray(array))  # L, RGB or RGBA
 
 
 @dataclass
