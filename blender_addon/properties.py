@@ -48,7 +48,8 @@ class LikenessSettings(bpy.types.PropertyGroup):
     device: bpy.props.EnumProperty(name="Device", items=DEVICES, default="auto")
     face_index: bpy.props.IntProperty(
         name="Face", min=0, default=0,
-        description="Which face to use when the photo shows several: 0 is the largest, 1 the next")
+        description="Which face to use when the photo shows several: 0 picks the subject (upright, "
+                    "confident, large, inside the photo), 1 is the largest face, 2 the next")
     detail_strength: bpy.props.FloatProperty(
         name="Detail Strength", min=0.0, soft_max=2.0, default=1.0,
         description="Scale of the reconstructed skin detail (Quality preset)")

@@ -73,8 +73,9 @@ class ReconstructHead:
     def prepare(self, context):
         settings = context.scene.likeness
         image, self.name = photo_inputs(settings)
+        face_index = settings.face_index - 1 if settings.face_index else None  # the panel's 0: automatic
         options = options_from_preferences(
-            context, preset=settings.preset, device=settings.device, face_index=settings.face_index or None,
+            context, preset=settings.preset, device=settings.device, face_index=face_index,
             detail_strength=settings.detail_strength, detail_guidance=settings.detail_guidance,
             facial_hair=settings.facial_hair)
         if not options.allow_download and not model_status(context)[0]:
