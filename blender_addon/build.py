@@ -26,7 +26,6 @@ from ..core.geometry.parts import (
     cut_part,
     eye_centre,
     eye_stops,
-    iris_colour,
 )
 from ..core.progress import Progress
 
@@ -249,7 +248,7 @@ def _materials(rec, name: str) -> dict:
         displacement = image_from_array(f"{name}_displacement",
                                         np.asarray(rec.detail.displacement_mm, np.float32), data=True)
     materials = {"skin": skin_material(f"{name}_skin", albedo, normal, displacement),
-                 "eye": eye_material(f"{name}_eye", iris_colour(rec.image, rec.detected_landmarks))}
+                 "eye": eye_material(f"{name}_eye", rec.iris_colour)}
     for kind, (colour, roughness) in PLAIN_COLOURS.items():
         materials[kind] = plain_material(f"{name}_{kind}", colour, roughness)
     return materials

@@ -68,6 +68,7 @@ from .fitting.regression import (
 from .geometry.correspondence import Correspondence, load_annotated_landmarks68, load_correspondence
 from .geometry.face_model import FaceModel, load_face_model
 from .geometry.params import Camera, FaceParams, unturn_params, unturn_points
+from .geometry.parts import DEFAULT_IRIS_COLOUR, iris_colour
 from .geometry.rendering import select_device
 from .image_io import load_image
 from .progress import Progress
@@ -407,7 +408,7 @@ class Pipeline:
                 texture = self._refine_texture([photos[i] for i in dense], [fitted[i].params for i in dense],
                                                texture, settings.texture_refinement, progress, warnings)
         fits = [p.fit(self.model, self.landmarks68, c, f) for p, c, f in zip(photos, coarse, fitted)]
-        rec = self._result(fits, dropped, texture, timings)
+        rec = self._result(fits, dropped, texture, timings, _person_iris(photos))
         rec.warnings.extend(warnings)
         if detail is not None:
             guidance = "clip" if extractor is not None else "photometric"
@@ -605,7 +606,7 @@ class Pipeline:
         return replace(texture, albedo=result.albedo)
 
     def _result(self, fits: list[PhotoFit], dropped: list[DroppedPhoto], texture: TextureResult,
-                timings: dict[str, float]) -> Reconstruction:
+                timings: dict[str, float], iris: tuple[float, float, float]) -> Reconstruction:
         first = fits[0]
         several = len(fits) + len(dropped) > 1
         warnings = [f"{fit.source or f'photo {i + 1}'}: {w}" if several else w
@@ -621,6 +622,7 @@ class Pipeline:
             albedo=texture.albedo,
             albedo_visibility=texture.visibility,
             albedo_trust=texture.trust,
+            iris_colour=iris,
             skin_trust=first.skin_trust,
             landmarks68_2d=first.landmarks68_2d,
             face_box=first.face_box,
@@ -632,6 +634,18 @@ class Pipeline:
             photos=fits,
             dropped=dropped,
         )
+
+
+def _person_iris(photos: list[_Photo]) -> tuple[float, float, float]:
+    """The irises' linear RGB from the first photo with dense landmarks, the room's light colour
+    divided out as from the albedo (a warm room gave the eyes of every output a warm cast)."""
+    photo = next((p for p in photos if p.detection.is_dense), None)
+    if photo is None:
+        return DEFAULT_IRIS_COLOUR
+    iris = np.asarray(iris_colour(photo.rgb, photo.detection.landmarks))
+    if photo.illuminant is not None:
+        iris = iris / photo.illuminant.rgb
+    return tuple(float(c) for c in np.clip(iris, 0.0, 1.0))
 
 
 def _face_resolution(rgb: np.ndarray, detection: FaceDetection, settings: Settings

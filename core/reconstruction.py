@@ -12,6 +12,7 @@ import numpy as np
 
 from .geometry.face_model import FaceModel
 from .geometry.params import FaceParams
+from .geometry.parts import DEFAULT_IRIS_COLOUR
 from .progress import Progress
 
 
@@ -86,6 +87,9 @@ class Reconstruction:
     detected_landmarks: Optional[np.ndarray] = None  # (478, 2) MediaPipe landmarks, input-image pixels
     # (S, 2S) float32 in [0, 1]: how much the photo coloured each texel (visibility x skin trust)
     albedo_trust: Optional[np.ndarray] = None
+    # linear RGB of the irises, measured in the photo with the room's light colour divided out like
+    # the albedo's: what every output's eyes show
+    iris_colour: tuple[float, float, float] = DEFAULT_IRIS_COLOUR
     skin_trust: Optional[np.ndarray] = None  # (H, W) float32 in [0, 1]: photo pixels trusted as skin
     source: Optional[str] = None  # input path, when there was one
     detail: Optional[DetailMaps] = None

@@ -44,6 +44,11 @@ def test_colour_cast_gives_nearly_the_same_albedo(fast_reconstruction, pipeline)
     left = np.linalg.norm(_skin_chroma(tinted) - _skin_chroma(original))
     assert left < 0.4 * np.linalg.norm(cast)  # most of the cast is gone
     assert "illuminant_r" not in off.metrics
+    # the eyes every output shows: measured in the photo, balanced like the albedo
+    iris = {name: log_chroma(np.array(rec.iris_colour)) for name, rec in
+            (("original", original), ("tinted", tinted), ("off", off))}
+    assert np.linalg.norm(iris["off"] - iris["original"] - cast) < 0.15
+    assert np.linalg.norm(iris["tinted"] - iris["original"]) < 0.4 * np.linalg.norm(cast)
 
 
 def test_dark_skin_in_a_tinted_room_stays_dark(pipeline):

@@ -203,6 +203,5 @@ def eye_texture(model: FaceModel, vertices: np.ndarray, region: str, iris: tuple
 
 def eye_textures(rec) -> dict[str, np.ndarray]:
     """Both eyes' textures (``eye_texture``) for a reconstruction, by side ("L", "R")."""
-    iris = iris_colour(rec.image, rec.detected_landmarks)
-    return {side: eye_texture(rec.model, rec.identity_vertices, region, iris)
+    return {side: eye_texture(rec.model, rec.identity_vertices, region, rec.iris_colour)
             for side, region in EYE_REGIONS.items()}

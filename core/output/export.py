@@ -29,7 +29,6 @@ from ..geometry.parts import (
     PLAIN_COLOURS,
     eye_textures,
     eyeball_vertex_colours,
-    iris_colour,
     linear_to_srgb8,
     part_polygons,
     polygon_kinds,
@@ -405,6 +404,7 @@ def reconstruction_summary(rec: Reconstruction, files: dict[str, str]) -> dict:
         "euler_degrees": {"yaw": yaw, "pitch": pitch, "roll": roll},
         "face_box": rec.face_box,
         "landmarks68_2d": rec.landmarks68_2d,
+        "iris_colour_linear_rgb": list(rec.iris_colour),
         "timings": rec.timings,
         "metrics": rec.metrics,
         "warnings": rec.warnings,
@@ -498,8 +498,7 @@ def _preview_row(model: FaceModel, rec: Reconstruction | PhotoFit, size: int) ->
     camera = Camera(cam.focal * scale, (cam.cx - x0) * scale, (cam.cy - y0) * scale, size, size)
     params = rec.params.copy()
     params.camera = camera
-    iris = iris_colour(rec.image, rec.detected_landmarks)
-    shade, mask, colour = _shaded_mesh(model, rec.vertices, params, _preview_colours(model, iris))
+    shade, mask, colour = _shaded_mesh(model, rec.vertices, params, _preview_colours(model, rec.iris_colour))
 
     grey = colour * (0.25 + 0.75 * shade[..., None])
     overlay = np.where(mask[..., None], 0.5 * photo + 0.5 * grey, photo)
