@@ -486,10 +486,12 @@ def preview_image(rec: Reconstruction, size: int = PREVIEW_SIZE) -> np.ndarray:
     photo | the photo with the fitted mesh overlaid and the fitted model's 68 landmarks as dots |
     the mesh shaded alone | the photo with the pixels not trusted as skin (which never colour the
     albedo) dimmed purple."""
-    return np.concatenate([_preview_row(rec.model, view, size) for view in rec.photos or [rec]])
+    views = rec.photos or [rec]
+    return np.concatenate([_preview_row(rec.model, view, size, rec.iris_colour) for view in views])
 
 
-def _preview_row(model: FaceModel, rec: Reconstruction | PhotoFit, size: int) -> np.ndarray:
+def _preview_row(model: FaceModel, rec: Reconstruction | PhotoFit, size: int,
+                 iris: tuple[float, float, float]) -> np.ndarray:
     x0, y0, side = _preview_crop(rec)
     scale = size / side
     crop = Image.fromarray(rec.image).crop((x0, y0, x0 + side, y0 + side))  # zero-padded outside
@@ -498,7 +500,7 @@ def _preview_row(model: FaceModel, rec: Reconstruction | PhotoFit, size: int) ->
     camera = Camera(cam.focal * scale, (cam.cx - x0) * scale, (cam.cy - y0) * scale, size, size)
     params = rec.params.copy()
     params.camera = camera
-    shade, mask, colour = _shaded_mesh(model, rec.vertices, params, _preview_colours(model, rec.iris_colour))
+    shade, mask, colour = _shaded_mesh(model, rec.vertices, params, _preview_colours(model, iris))
 
     grey = colour * (0.25 + 0.75 * shade[..., None])
     overlay = np.where(mask[..., None], 0.5 * photo + 0.5 * grey, photo)
