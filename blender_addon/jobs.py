@@ -142,16 +142,21 @@ def make_pipeline(options: ReconstructOptions, progress: Progress | None = None)
     return Pipeline(model=load_face_model(source, cache_dir=options.cache_dir))
 
 
-def run_reconstruction(image, options: ReconstructOptions, progress: Progress, pipeline=None):
-    """``core.reconstruct`` with the options; ``image`` is a path or an (H, W, 3) uint8 array."""
-    from ..core import reconstruct
+def reconstruction_settings(options: ReconstructOptions):
+    """The ``core.pipeline.Settings`` the options stand for (also what a batch checks up front)."""
     from ..core.appearance.texture import TextureSettings
     from ..core.pipeline import preset_settings
 
-    settings = preset_settings(options.preset, device=options.device, face_index=options.face_index,
-                               texture=TextureSettings(facial_hair=options.facial_hair),
-                               detail_strength=options.detail_strength,
-                               detail_guidance=options.detail_guidance,
-                               clip_pretrained=options.clip_pretrained)
+    return preset_settings(options.preset, device=options.device, face_index=options.face_index,
+                           texture=TextureSettings(facial_hair=options.facial_hair),
+                           detail_strength=options.detail_strength,
+                           detail_guidance=options.detail_guidance,
+                           clip_pretrained=options.clip_pretrained)
+
+
+def run_reconstruction(image, options: ReconstructOptions, progress: Progress, pipeline=None):
+    """``core.reconstruct`` with the options; ``image`` is a path or an (H, W, 3) uint8 array."""
+    from ..core import reconstruct
+
     pipeline = pipeline or make_pipeline(options, progress)
-    return reconstruct(image, settings=settings, progress=progress, pipeline=pipeline)
+    return reconstruct(image, settings=reconstruction_settings(options), progress=progress, pipeline=pipeline)

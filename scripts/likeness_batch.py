@@ -99,13 +99,13 @@ def run(args: argparse.Namespace) -> int:
     from likeness.blender_addon.jobs import (
         ReconstructOptions,
         make_pipeline,
+        reconstruction_settings,
         run_reconstruction,
         stage_printer,
     )
     from likeness.core.batch import PhotoDone, run_batch
     from likeness.core.errors import LikenessError
     from likeness.core.image_io import person_folders, scan_images
-    from likeness.core.pipeline import preset_settings
     from likeness.core.progress import Progress
 
     try:
@@ -128,8 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     def setup():
         pipeline = make_pipeline(options)  # the model, detector and weights load once for all photos
-        pipeline.prepare(preset_settings(options.preset, device=options.device,
-                                         detail_guidance=options.detail_guidance))
+        pipeline.prepare(reconstruction_settings(options))
 
         def work(name: str, item, folder: Path, label: str) -> PhotoDone:
             rec = run_reconstruction(item, options, Progress(callback=stage_printer(label)), pipeline)
