@@ -376,17 +376,13 @@ class Pipeline:
         dense = [i for i, p in enumerate(photos) if p.detection.is_dense]  # refinement needs the skin
         if settings.refinement.iterations > 0 and dense:
             with _timed(timings, "refine"):
-                views = [View(photos[i].rgb, photos[i].target, photos[i].detection) for i in dense]
-                refined = refine_joint(self.model, views, [coarse[i] for i in dense],
-                                       self.surface_points(100), settings.refinement, settings.device,
-                                       progress)
-            identity = refined[0].params.identity
-            fitted = [RefinementResult(replace(c, identity=identity.copy()), {}) for c in coarse]
+                params, refined = self._refined(photos, dense, fitted, settings, progress)
+            fitted = [RefinementResult(p, {}) for p in params]
             for i, result in zip(dense, refined):
-                fitted[i] = result
-        for i in dense:  # a closed or winking eye stays closed
-            fitted[i] = replace(fitted[i], params=match_eyelids(self.model, fitted[i].params,
-                                                                 photos[i].detection.landmarks))
+                fitted[i] = RefinementResult(params[i], result.metrics)
+        else:
+            for i in dense:  # a closed or winking eye stays closed
+                fitted[i] = RefinementResult(self._eyelids(photos[i], fitted[i].params), {})
         with _timed(timings, "texture"):
             progress.stage("texture")
             texture = self._texture(photos, [f.params for f in fitted], settings.texture_size,
@@ -577,20 +573,35 @@ class Pipeline:
                        progress: Progress) -> list[RefinementResult]:
         """Geometry, pose and light refined once more with the textured render's face-recognition
         distance to each photo (core.refinement's likeness pass); eyelids matched again."""
-        views = [View(photos[i].rgb, photos[i].target, photos[i].detection) for i in dense]
-        refined = refine_joint(self.model, views, [fitted[i].params for i in dense], self.surface_points(100),
-                               settings.refinement, settings.device, progress, fixed_albedo=texture.albedo,
-                               identity_net=net)
-        identity = refined[0].params.identity
-        out = [RefinementResult(replace(f.params, identity=identity.copy()), f.metrics) for f in fitted]
+        params, refined = self._refined(photos, dense, fitted, settings, progress,
+                                        fixed_albedo=texture.albedo, identity_net=net)
+        out = [RefinementResult(p, f.metrics) for p, f in zip(params, fitted)]
         for i, result in zip(dense, refined):
-            params = match_eyelids(self.model, result.params, photos[i].detection.landmarks)
             # the pass's own photometric terms are kept apart (likeness_photometric_*, and held-out
             # ones when asked): they say whether the identity loss costs fit to the photo
             likeness = {k if k.startswith("likeness") else f"likeness_{k}": v
                         for k, v in result.metrics.items() if k.rsplit("_", 1)[0] in LIKENESS_PASS_TERMS}
-            out[i] = RefinementResult(params, fitted[i].metrics | likeness)
+            out[i] = RefinementResult(params[i], fitted[i].metrics | likeness)
         return out
+
+    def _refined(self, photos: list[_Photo], dense: list[int], fitted: list[RefinementResult],
+                 settings: Settings, progress: Progress,
+                 **extra) -> tuple[list[FaceParams], list[RefinementResult]]:
+        """``refine_joint`` of the photos with dense landmarks from ``fitted`` (``extra``: the likeness
+        pass's frozen albedo and identity network): every photo's parameters with the refined
+        identity, the refined ones' eyelids matched again, and the refined results."""
+        views = [View(photos[i].rgb, photos[i].target, photos[i].detection) for i in dense]
+        refined = refine_joint(self.model, views, [fitted[i].params for i in dense], self.surface_points(100),
+                               settings.refinement, settings.device, progress, **extra)
+        identity = refined[0].params.identity
+        params = [replace(f.params, identity=identity.copy()) for f in fitted]
+        for i, result in zip(dense, refined):
+            params[i] = self._eyelids(photos[i], result.params)
+        return params, refined
+
+    def _eyelids(self, photo: _Photo, params: FaceParams) -> FaceParams:
+        """A closed or winking eye stays closed: the lids follow the photo's landmarks."""
+        return match_eyelids(self.model, params, photo.detection.landmarks)
 
     def _refine_texture(self, photos: list[_Photo], params: list[FaceParams], texture: TextureResult,
                         settings: TextureRefinementSettings, progress: Progress,
