@@ -145,8 +145,13 @@ def mirrored(points) -> list:
     return [(1 - u, v) for u, v in points]
 
 
-def displacement_truth(case: Case, lm: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(size, size) displacement in mm (negative = groove) and the fold-distance map (mm)."""
+FEATURES = ("forehead", "crows_feet", "nasolabial", "bags", "dimple")
+
+
+def displacement_truth(case: Case, lm: np.ndarray, size: int, parts: dict | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(size, size) displacement in mm (negative = groove) and the fold-distance map (mm).
+    ``parts``, when given, receives each of FEATURES' own map (they sum to the displacement)."""
     g = tile_grid(size)
     e = case.expression
     brows = 0.5 * (e.get("browInnerUp_L", 0) + e.get("browOuterUp_L", 0) + e.get("browInnerUp_R", 0)
@@ -155,13 +160,13 @@ def displacement_truth(case: Case, lm: np.ndarray, size: int) -> tuple[np.ndarra
     squint = (e.get("eyeSquint_L", 0) + e.get("eyeSquint_R", 0) + e.get("cheekSquint_L", 0)
               + e.get("cheekSquint_R", 0)) / 4
     rng = np.random.default_rng(case.seed)
-    disp = np.zeros(g.shape[:2])
+    maps = {name: np.zeros(g.shape[:2]) for name in FEATURES}
     dist = np.full(g.shape[:2], np.inf)
 
-    def add(profile_dist, depth):
-        nonlocal disp, dist
+    def add(feature, profile_dist, depth):
+        nonlocal dist
         profile, d = profile_dist
-        disp = disp + depth * profile
+        maps[feature] += depth * profile
         dist = np.minimum(dist, d)
 
     brow_v = lm[19, 1]
@@ -169,7 +174,7 @@ def displacement_truth(case: Case, lm: np.ndarray, size: int) -> tuple[np.ndarra
         depth *= (1 + 1.2 * brows) * rng.uniform(0.8, 1.2)
         arc = [(u, brow_v + dv + 0.012 * (1 - ((u - 0.5) / 0.17) ** 2) + 0.003 * k * np.sin(9 * u))
                for u in np.linspace(0.33 + 0.02 * k, 0.67 - 0.02 * k, 9)]
-        add(line_profile(g, arc, 1.0), -depth)
+        add("forehead", line_profile(g, arc, 1.0), -depth)
     for side in (lm[36], (1 - lm[45, 0], lm[45, 1])):  # crow's feet, built on the left, mirrored
         for angle in (-28, 0, 25):
             a = np.radians(180 + angle)
@@ -177,26 +182,28 @@ def displacement_truth(case: Case, lm: np.ndarray, size: int) -> tuple[np.ndarra
             end = start + 0.045 * np.array([np.cos(a), np.sin(a)])
             depth = 0.3 * (1 + 1.5 * max(smile, squint)) * rng.uniform(0.8, 1.2)
             for pts in ([start, end], mirrored([start, end])):
-                add(line_profile(g, pts, 0.9), -depth)
+                add("crows_feet", line_profile(g, pts, 0.9), -depth)
     wing, corner = lm[31], lm[48]
     fold = [(wing[0] - 0.035, wing[1] + 0.005), (wing[0] - 0.045, wing[1] - 0.045),
             (corner[0] - 0.035, corner[1] - 0.005), (corner[0] - 0.03, corner[1] - 0.06)]
     depth = 0.9 * (1 + 0.7 * smile)
     for pts in (fold, mirrored(fold)):  # nasolabial: a groove and the cheek's bulge beside it
-        add(line_profile(g, pts, 1.8), -depth)
+        add("nasolabial", line_profile(g, pts, 1.8), -depth)
         bulge = [(u - 0.02, v + 0.005) for u, v in pts] if pts is fold else [(u + 0.02, v + 0.005)
                                                                              for u, v in pts]
-        disp += 0.35 * depth * line_profile(g, bulge, 4.0)[0]
+        maps["nasolabial"] += 0.35 * depth * line_profile(g, bulge, 4.0)[0]
     for eye in (0.5 * (lm[36] + lm[39]), 0.5 * (lm[42] + lm[45])):  # bags and tear troughs
         bag = (eye[0], eye[1] - 0.045)
-        disp += 0.55 * blob(g, bag, (7.0, 2.8))
+        maps["bags"] += 0.55 * blob(g, bag, (7.0, 2.8))
         trough = [(eye[0] - 0.04, eye[1] - 0.06), (eye[0], eye[1] - 0.07), (eye[0] + 0.04, eye[1] - 0.062)]
-        add(line_profile(g, trough, 1.5), -0.4)
+        add("bags", line_profile(g, trough, 1.5), -0.4)
         dist = np.minimum(dist, np.hypot(*((g - bag) * MM_PER_UV / [2.5, 1]).transpose(2, 0, 1)))
     chin = (0.5, lm[8, 1] + 0.035)
-    disp -= 0.8 * blob(g, chin, 2.0)
+    maps["dimple"] -= 0.8 * blob(g, chin, 2.0)
     dist = np.minimum(dist, np.linalg.norm((g - chin) * MM_PER_UV, axis=-1))
-    return disp.astype(np.float32), dist.astype(np.float32)
+    if parts is not None:
+        parts.update({name: m.astype(np.float32) for name, m in maps.items()})
+    return sum(maps.values()).astype(np.float32), dist.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------

@@ -164,6 +164,18 @@ def test_each_loss_weight_switches_its_term_off(objective, off):
     assert float(total) == pytest.approx(expected, rel=1e-5)
 
 
+def test_optimisation_starts_from_given_parameters(objective):
+    start = 0.2 * torch.randn(96, 96, generator=torch.Generator().manual_seed(1))
+    settings = objective.settings
+    objective.settings = replace(settings, iterations=0)
+    try:
+        result = D.optimise_detail(objective, initial=start)
+    finally:
+        objective.settings = settings
+    assert torch.equal(result.params, start)
+    np.testing.assert_allclose(result.field_mm, objective.field(start).detach().numpy(), atol=1e-6)
+
+
 def test_holdout_splits_face_pixels(rec, objective):
     held = D.DetailObjective(rec, fast_settings(holdout=True, clip_weight=0.0), None, CPU)
     full, view = objective.views[0].data_mask, held.views[0]

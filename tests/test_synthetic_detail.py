@@ -56,6 +56,13 @@ def test_measures_score_the_truth_perfectly_and_zero_as_nothing(case, face_model
     assert bumps["false_marks"] > 1.0
 
 
+def test_the_truth_is_the_sum_of_its_features(face_model):
+    parts = {}
+    disp, _ = M.displacement_truth(M.CASES[2], M.landmark_uvs(face_model), 128, parts)
+    assert set(parts) == set(M.FEATURES) and all(np.abs(p).max() > 0.2 for p in parts.values())
+    np.testing.assert_allclose(sum(parts.values()), disp, atol=1e-5)
+
+
 def test_variants_leave_parts_out(case, face_model, tmp_path):
     """--off: the albedo without marks differs from the full one only at the marks (same marks
     mask); a render without displacement, marks, shadows and specular is still the same head."""
