@@ -10,7 +10,7 @@ gives them). Prints the
 texture stage's time per photo and a few numbers about the albedo (share of the atlas the photo
 coloured, distance of the completed scalp to the skin tone).
 
-    python benchmarks/texture_gallery.py [--preset fast] [--white-balance off]
+    python benchmarks/texture_gallery.py [--preset fast] [--white-balance off] [--facial-hair skin]
         [--out docs/texture_gallery.jpg] [photos...]
 """
 
@@ -141,13 +141,14 @@ def main() -> None:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--scalp", choices=("skin", "hair"), default="skin")
     parser.add_argument("--white-balance", choices=("auto", "off"), default="auto")
+    parser.add_argument("--facial-hair", choices=("hair", "skin"), default="hair")
     parser.add_argument("--cell", type=int, default=150)
     parser.add_argument("--out", type=Path, default=repo / "docs" / "texture_gallery.jpg")
     args = parser.parse_args()
 
     pipeline = Pipeline()
-    settings = preset_settings(args.preset, texture=TextureSettings(scalp=args.scalp,
-                                                                     white_balance=args.white_balance))
+    settings = preset_settings(args.preset, texture=TextureSettings(
+        scalp=args.scalp, white_balance=args.white_balance, facial_hair=args.facial_hair))
     rows = []
     for name in args.photos:
         start = time.perf_counter()
