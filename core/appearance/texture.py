@@ -369,9 +369,7 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
     skin = known * (1 - np.maximum(evidence.parts, mirror_atlas(evidence.parts)))
     tone = _weighted_median(albedo, skin) if skin.sum() > 1 else DEFAULT_TONE
     scalp = scalp_weight(model, surface) if settings.scalp == "hair" and evidence.hair is not None else None
-    # the fill grows from seen skin only: a beard's or the brows' colour must not spread to the
-    # unseen neck and scalp
-    fill = surface.interpolate(_fill_field(model, surface, albedo, skin, tone, scalp, evidence.hair))
+    fill = surface.interpolate(_fill_field(model, surface, albedo, known, tone, scalp, evidence.hair))
 
     alpha = np.minimum(known, cv2.GaussianBlur(known, (0, 0), max(1.0, FEATHER * known.shape[0])))
     if scalp is not None:
