@@ -3,6 +3,10 @@ skin albedo with marks that are *not* geometry, rendered by Cycles (``bpy``), sa
 
     python scripts/make_synthetic_faces.py --output out/synthetic [--cases 6] [--size 512] [--samples 24]
         [--light-tint R G B] [--off displacement shadows occlusion specular world subdivision marks]
+    python scripts/make_synthetic_faces.py --output out/heldout --heldout  # heads not in the set
+
+``--heldout`` renders HELDOUT_CASES (new seeds, expressions, yaws and key lights; folds deeper on
+one side, or on one side only) to check a change chosen on the set.
 
 ``--light-tint`` colours the whole illumination (the three lights and the world) by linear RGB
 factors, as a tinted room would: the albedo truth stays the same (for white-balance checks).
@@ -79,6 +83,8 @@ class Case:
     skin: tuple[float, float, float] = (0.80, 0.58, 0.47)  # sRGB base tone
     stubble: bool = False
     key_azimuth_deg: float = -35.0  # key light around the head, 0 = the camera's side
+    # Folds on the face's u > 0.5 side scaled by 1 + a, on the other by 1 - a (1: one side only).
+    fold_asymmetry: float = 0.0
 
 
 CASES = [
@@ -95,6 +101,18 @@ CASES = [
                              "eyeSquint_R": 0.3}, -30, 0, 22, (0.78, 0.56, 0.44), False, -45),
     Case("neutral_wide_yaw10", 6, {"browInnerUp_L": 0.3, "browInnerUp_R": 0.3}, 10, 0, 38,
          (0.66, 0.47, 0.36), True, 25),
+]
+# Not in the set: checks of a change chosen on CASES (new seeds, expressions, yaws, key lights,
+# asymmetric folds).
+HELDOUT_CASES = [
+    Case("heldout_smirk_yaw12", 21, {"mouthSmile_L": 0.7, "mouthSmile_R": 0.3, "browInnerUp_L": 0.5,
+                                     "browInnerUp_R": 0.5, "eyeSquint_L": 0.3}, 12, 3, 24,
+         (0.76, 0.55, 0.43), False, -55, 0.4),
+    Case("heldout_brows_yaw-22", 22, {"browOuterUp_L": 0.6, "browOuterUp_R": 0.9, "browInnerUp_L": 0.6,
+                                      "browInnerUp_R": 0.6, "cheekSquint_L": 0.3, "cheekSquint_R": 0.3},
+         -22, -3, 30, (0.60, 0.42, 0.32), True, 50, 0.4),
+    Case("heldout_onesided_yaw8", 23, {"mouthSmile_L": 0.8, "cheekSquint_L": 0.5, "browOuterUp_L": 0.7,
+                                       "eyeSquint_L": 0.4}, 8, 2, 22, (0.70, 0.50, 0.40), False, -40, 1.0),
 ]
 
 
@@ -201,6 +219,8 @@ def displacement_truth(case: Case, lm: np.ndarray, size: int, parts: dict | None
     chin = (0.5, lm[8, 1] + 0.035)
     maps["dimple"] -= 0.8 * blob(g, chin, 2.0)
     dist = np.minimum(dist, np.linalg.norm((g - chin) * MM_PER_UV, axis=-1))
+    side = 1 + case.fold_asymmetry * np.tanh((g[..., 0] - 0.5) / 0.03)
+    maps = {name: m * side for name, m in maps.items()}
     if parts is not None:
         parts.update({name: m.astype(np.float32) for name, m in maps.items()})
     return sum(maps.values()).astype(np.float32), dist.astype(np.float32)
@@ -513,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--cases", type=int, default=len(CASES), help="the first N of the built-in cases")
     parser.add_argument("--only", nargs="*", default=None, help="case names")
+    parser.add_argument("--heldout", action="store_true", help="render HELDOUT_CASES instead of the set")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--samples", type=int, default=24)
     parser.add_argument("--light-tint", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("R", "G", "B"),
@@ -521,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="render a variant without these parts (see the module docstring)")
     args = parser.parse_args(argv)
     model = load_face_model()
-    for case in CASES[:args.cases]:
+    for case in HELDOUT_CASES if args.heldout else CASES[:args.cases]:
         if args.only and case.name not in args.only:
             continue
         start = time.perf_counter()

@@ -61,6 +61,11 @@ def test_the_truth_is_the_sum_of_its_features(face_model):
     disp, _ = M.displacement_truth(M.CASES[2], M.landmark_uvs(face_model), 128, parts)
     assert set(parts) == set(M.FEATURES) and all(np.abs(p).max() > 0.2 for p in parts.values())
     np.testing.assert_allclose(sum(parts.values()), disp, atol=1e-5)
+    one_sided = M.HELDOUT_CASES[2]
+    assert one_sided.fold_asymmetry == 1.0
+    disp, _ = M.displacement_truth(one_sided, M.landmark_uvs(face_model), 128)
+    u = (np.arange(128) + 0.5) / 128
+    assert np.abs(disp[:, u < 0.4]).max() < 0.01 < 0.3 < np.abs(disp[:, u > 0.6]).max()
 
 
 def test_variants_leave_parts_out(case, face_model, tmp_path):
