@@ -195,20 +195,14 @@ def _visibility(model: FaceModel, params: FaceParams, verts_cam: np.ndarray, sur
     return (depth_ok.reshape(covered.shape) & covered) * facing
 
 
-def _sample_photo(rgb: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """Bilinear photo colours in [0, 1] at continuous pixel coordinates (..., 2)."""
+def sample_bilinear(image: np.ndarray, pixels: np.ndarray, outside: float | None = None) -> np.ndarray:
+    """Bilinear float32 samples of an (H, W) or (H, W, C) image at continuous pixel coordinates
+    (..., 2) (pixel centres at +0.5); beyond its border the edge's value, or ``outside``."""
     map_x = (pixels[..., 0] - 0.5).astype(np.float32)
     map_y = (pixels[..., 1] - 0.5).astype(np.float32)
-    photo = rgb.astype(np.float32) / 255
-    return cv2.remap(photo, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def _sample_map(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """Bilinear samples of a float (H, W) map at continuous pixel coordinates (..., 2); 0 outside."""
-    map_x = (pixels[..., 0] - 0.5).astype(np.float32)
-    map_y = (pixels[..., 1] - 0.5).astype(np.float32)
-    return cv2.remap(image.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    border = cv2.BORDER_REPLICATE if outside is None else cv2.BORDER_CONSTANT
+    return cv2.remap(image.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=border,
+                     borderValue=0.0 if outside is None else outside)
 
 
 def fit_sh(colors: np.ndarray, normals: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -305,13 +299,13 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
     pixels = params.camera.project(np.where(texel_pos[..., 2:] > 0, texel_pos, 1).reshape(-1, 3))
     pixels = pixels.reshape(texel_pos.shape[:2] + (2,))
     seen = visibility > 0
-    observed = _sample_photo(rgb, pixels) * seen[..., None]
+    observed = sample_bilinear(rgb.astype(np.float32) / 255, pixels) * seen[..., None]
     if skin is None:
         trust, parts, person = seen.astype(np.float32), np.zeros_like(visibility), seen.astype(np.float32)
     else:
-        trust = _sample_map(skin.trust, pixels)
-        parts = _sample_map(skin.parts.astype(np.float32), pixels) * seen
-        person = _sample_map(skin.person, pixels)
+        trust = sample_bilinear(skin.trust, pixels, outside=0.0)
+        parts = sample_bilinear(skin.parts, pixels, outside=0.0) * seen
+        person = sample_bilinear(skin.person, pixels, outside=0.0)
     albedo = np.zeros_like(observed)
     inlier = np.zeros_like(visibility)
     albedo[seen], inlier[seen] = delight(observed[seen], texel_normal[seen], (visibility * trust)[seen],

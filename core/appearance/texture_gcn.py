@@ -28,7 +28,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import scipy.sparse
 import torch
@@ -52,7 +51,7 @@ from ..geometry.rendering import cpu_threads, project, rasterize, sh_basis, vert
 from ..progress import Progress
 from .identity import FaceRecognitionNet, chip_transform, embed, five_points
 from .skin_mask import skin_mask
-from .texture import TextureResult, UVSurface, push_pull_fill
+from .texture import TextureResult, UVSurface, push_pull_fill, sample_bilinear
 
 BACKGROUND = 0.5  # grey around the rendered head
 
@@ -184,10 +183,8 @@ def vertex_uvs(model: FaceModel, num_vertices: int) -> np.ndarray:
 def sample_atlas(atlas: np.ndarray, uvs: np.ndarray) -> np.ndarray:
     """Bilinear atlas values (N, C) at atlas UVs (N, 2); v = 0 is the bottom row."""
     height, width = atlas.shape[:2]
-    map_x = (uvs[:, 0] * width - 0.5).astype(np.float32)[None]
-    map_y = ((1 - uvs[:, 1]) * height - 0.5).astype(np.float32)[None]
-    out = cv2.remap(atlas.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(len(uvs), -1)
+    pixels = np.stack([uvs[:, 0] * width, (1 - uvs[:, 1]) * height], -1)[None]
+    return sample_bilinear(atlas, pixels).reshape(len(uvs), -1)
 
 
 class _FixedRender:
