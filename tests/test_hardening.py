@@ -31,9 +31,16 @@ def cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def _as_from_a_terminal() -> None:
+    # A run started in the background by a non-interactive shell (how CI scripts are often launched)
+    # ignores SIGINT, and the children inherit that: Python then installs no KeyboardInterrupt handler.
+    # At a terminal, Ctrl-C reaches the foreground run with the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def started_cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "core", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal)
 
 
 def photos_folder(tmp_path: Path, count: int) -> Path:
@@ -375,7 +382,8 @@ def test_14_failed_save_leaves_no_empty_folder(fast_reconstruction, tmp_path):
 
 def _batch(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(REPO / "scripts" / "likeness_batch.py"), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal)
 
 
 def test_15_batch_is_atomic_per_photo_including_the_blend(tmp_path):
