@@ -5,8 +5,8 @@ out (core.appearance.white_balance: the albedo's white balance) | the trusted sk
 darkened) | the
 albedo atlas (face tile | back-of-head tile) | the unlit textured head from the photo's camera |
 the same head frontal, at +-60 degrees yaw and from behind, lit by a head light (eyeballs with
-the photo's iris colour, teeth and mouth socket in plain colours, as geometry.parts
-gives them). Prints the
+the person's balanced iris colour, teeth and mouth socket in plain colours, as the outputs show
+them). Prints the
 texture stage's time per photo and a few numbers about the albedo (share of the atlas the photo
 coloured, distance of the completed scalp to the skin tone).
 
@@ -34,7 +34,6 @@ from core.geometry.params import Camera, FaceParams  # noqa: E402
 from core.geometry.parts import (  # noqa: E402
     PLAIN_COLOURS,
     eyeball_vertex_colours,
-    iris_colour,
     linear_to_srgb8,
     polygon_kinds,
     shown_polygons,
@@ -59,7 +58,8 @@ def load(name: str, faces: Path):
 
 def _inner_parts(rec: Reconstruction) -> tuple[np.ndarray, np.ndarray]:
     """Triangles and sRGB vertex colours of what shows through the skin's openings: eyeballs
-    (sclera, iris in the photo's colour, pupil; core.geometry.parts), teeth, gums and the mouth socket."""
+    (sclera, iris in the person's balanced colour, pupil; core.geometry.parts), teeth, gums and the
+    mouth socket."""
     model = rec.model
     kinds = polygon_kinds(model)
     shown = shown_polygons(model) & (np.arange(len(model.polygons)) >= SKIN_POLYGONS)
@@ -69,9 +69,8 @@ def _inner_parts(rec: Reconstruction) -> tuple[np.ndarray, np.ndarray]:
     for kind in ("teeth", "gums"):
         used = np.unique(model.polygons[kinds == kind])
         colours[used[used >= 0]] = linear_to_srgb8(np.array(PLAIN_COLOURS[kind][0])) / 255
-    iris = iris_colour(rec.image, rec.detected_landmarks)
     # in the rest pose: the colours turn with the eyeball
-    for region, linear in eyeball_vertex_colours(model, iris, rec.identity_vertices).items():
+    for region, linear in eyeball_vertex_colours(model, rec.iris_colour, rec.identity_vertices).items():
         colours[slice(*model.regions[region])] = linear_to_srgb8(linear) / 255
     return triangulate(model.polygons[shown]), colours
 

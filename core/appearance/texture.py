@@ -29,7 +29,7 @@ import scipy.sparse.linalg
 import torch
 
 from ..errors import LikenessError
-from ..geometry.face_model import SKIN_POLYGONS, FaceModel
+from ..geometry.face_model import SKIN_POLYGONS, FaceModel, boundary_edges
 from ..geometry.params import FaceParams
 from ..geometry.rendering import rasterize, sh_basis, vertex_normals
 from .skin_trust import SkinTrust
@@ -398,9 +398,7 @@ def lid_margin_distances(model: FaceModel, surface: UVSurface) -> tuple[np.ndarr
     upper and to the lower lid margins: the rims of the skin mesh's two eye openings, split at
     the eye corners."""
     faces = surface.faces
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
-    unique, count = np.unique(edges, axis=0, return_counts=True)
-    rim = np.unique(unique[count == 1])  # the skin mesh's open borders: eyes, mouth, neck
+    rim = np.unique(boundary_edges(faces))  # the skin mesh's open borders: eyes, mouth, neck
     neutral = model.neutral[: int(faces.max()) + 1]
     corners, weights = surface.corner_vertices, surface.corner_weights
     upper = np.full(len(corners), np.inf, np.float32)

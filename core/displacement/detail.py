@@ -47,7 +47,7 @@ from ..fitting.losses import (
     symmetry_loss,
 )
 from ..fitting.refinement import CROP_MARGIN, Crop
-from ..geometry.face_model import FACE_POLYGONS, SKIN_POLYGONS, VERTEX_REGIONS, FaceModel
+from ..geometry.face_model import FACE_POLYGONS, SKIN_POLYGONS, VERTEX_REGIONS, FaceModel, boundary_edges
 from ..geometry.rendering import (
     Fragments,
     cpu_threads,
@@ -158,13 +158,6 @@ class DetailSettings:
 
 # --------------------------------------------------------------------------------------------
 # Dense face mesh and falloff
-
-
-def boundary_edges(faces: np.ndarray) -> np.ndarray:
-    """(K, 2) vertex pairs of the edges used by exactly one triangle."""
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    unique, counts = np.unique(edges, axis=0, return_counts=True)
-    return unique[counts == 1]
 
 
 class UVFalloff:

@@ -120,6 +120,13 @@ def triangulate(polygons: np.ndarray) -> np.ndarray:
     return out
 
 
+def boundary_edges(faces: np.ndarray) -> np.ndarray:
+    """(K, 2) vertex pairs of the edges used by exactly one triangle of (F, 3) ``faces``."""
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    return unique[counts == 1]
+
+
 # --------------------------------------------------------------------------------------------
 # Reading the official layout
 
