@@ -117,6 +117,7 @@ class ReconstructOptions:
     detail_strength: float = 1.0
     detail_guidance: str = "auto"  # core.pipeline.Settings.detail_guidance
     facial_hair: str = "hair"  # core.appearance.texture.TextureSettings.facial_hair
+    scalp: str = "skin"  # core.appearance.texture.TextureSettings.scalp
     clip_pretrained: Optional[str] = "openai"  # tag or checkpoint path; None: random weights (tests, demos)
     ict_facekit: Optional[str] = None  # a local zip or folder; None: core.assets finds or fetches it
     cache_dir: Optional[str] = None
@@ -148,7 +149,7 @@ def reconstruction_settings(options: ReconstructOptions):
     from ..core.pipeline import preset_settings
 
     return preset_settings(options.preset, device=options.device, face_index=options.face_index,
-                           texture=TextureSettings(facial_hair=options.facial_hair),
+                           texture=TextureSettings(scalp=options.scalp, facial_hair=options.facial_hair),
                            detail_strength=options.detail_strength,
                            detail_guidance=options.detail_guidance,
                            clip_pretrained=options.clip_pretrained)

@@ -54,6 +54,7 @@ def draw_options(layout, settings) -> None:
         col.prop(settings, "detail_strength", text="Detail")
         col.prop(settings, "detail_guidance", text="Guidance")
     col.prop(settings, "facial_hair")
+    col.prop(settings, "scalp")
     col.prop(settings, "device")
     col.prop(settings, "face_index")
     layout.prop(settings, "add_camera")  # a checkbox with its label beside it, full width

@@ -18,6 +18,10 @@ FACIAL_HAIR = [
     ("hair", "Keep", "Beard, moustache and stubble as the photo shows them"),
     ("skin", "Skin", "Skin where the photo shows facial hair (a clean-shaven head)"),
 ]
+SCALP = [
+    ("skin", "Skin", "The skin tone on the scalp (a bald head to groom hair on)"),
+    ("hair", "Hair Cap", "A cap in the photo's hair colour, down to the hairline the photo shows"),
+]
 DEVICES = [
     ("auto", "Auto", "CUDA when available, else CPU"),
     ("cpu", "CPU", "Always the CPU"),
@@ -63,6 +67,9 @@ class LikenessSettings(bpy.types.PropertyGroup):
     facial_hair: bpy.props.EnumProperty(
         name="Facial Hair", items=FACIAL_HAIR, default="hair",
         description="What the texture shows where the photo shows a beard, moustache or stubble")
+    scalp: bpy.props.EnumProperty(
+        name="Scalp", items=SCALP, default="skin",
+        description="What the texture shows on the scalp: skin, or the photo's hair colour as a cap")
     add_camera: bpy.props.BoolProperty(
         name="Camera from Photo", default=True,
         description="Also add a camera per photo that sees the head as that photo does, with the photo "

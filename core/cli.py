@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--detector", choices=("mediapipe", "insightface"), default="mediapipe")
         p.add_argument("--no-glb", action="store_true", help="write OBJ only")
         p.add_argument("--scalp", choices=("skin", "hair"), default="skin",
-                       help="scalp colour: the skin tone (default) or the photo's hair colour (a cap)")
+                       help="scalp: the skin tone (default), or a cap in the photo's hair colour down to the "
+                            "hairline the photo shows")
         p.add_argument("--facial-hair", choices=("hair", "skin"), default="hair",
                        help="beard, moustache and stubble: kept as the photo shows them (default) or "
                             "replaced by skin (a clean-shaven head)")

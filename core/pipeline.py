@@ -218,12 +218,13 @@ class Pipeline:
     def skin_trust(self, rgb: np.ndarray, detection: FaceDetection,
                    settings: TextureSettings | None = None) -> SkinTrust | None:
         """Which pixels of ``rgb`` show the subject's skin or its own texture (None without dense
-        landmarks); ``settings.facial_hair`` says whether a beard is texture or an occluder."""
+        landmarks); ``settings.facial_hair`` says whether a beard is texture or an occluder, and
+        ``settings.scalp`` "hair" asks for the scalp's hair pixels too (a cap)."""
         if not detection.is_dense:
             return None
-        facial_hair = (settings or TextureSettings()).facial_hair == "hair"
+        settings = settings or TextureSettings()
         return skin_trust(rgb, detection.landmarks, self.segmenter.segment(rgb), self.segmenter.hands(rgb),
-                          facial_hair)
+                          settings.facial_hair == "hair", settings.scalp == "hair")
 
     def clip_extractor(self, settings: DetailSettings):
         """The CLIP encoder for the detail stage, kept across photos (loading takes seconds)."""

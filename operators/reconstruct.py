@@ -77,7 +77,7 @@ class ReconstructHead:
         options = options_from_preferences(
             context, preset=settings.preset, device=settings.device, face_index=face_index,
             detail_strength=settings.detail_strength, detail_guidance=settings.detail_guidance,
-            facial_hair=settings.facial_hair)
+            facial_hair=settings.facial_hair, scalp=settings.scalp)
         if not options.allow_download and not model_status(context)[0]:
             raise AssetError("The ICT-FaceKit head model is missing and cannot be downloaded: "
                              f"{OFFLINE_HINT}, or set a local copy in the add-on preferences.")

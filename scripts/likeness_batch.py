@@ -52,6 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--face-index", type=face_index, default=None, help="which face (0 = largest)")
     parser.add_argument("--facial-hair", choices=("hair", "skin"), default="hair",
                         help="beard, moustache and stubble: as the photo shows them, or skin")
+    parser.add_argument("--scalp", choices=("skin", "hair"), default="skin",
+                        help="the scalp: skin tone, or a cap in the photo's hair colour down to its hairline")
     parser.add_argument("--no-camera", action="store_true", help="do not add the photo's camera")
     parser.add_argument("--detail", choices=("auto", "clip", "photometric"), default="auto",
                         help="detail guidance of the quality preset (auto: clip when CLIP weights exist)")
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: no image files found in the given inputs", file=sys.stderr)
         return EXIT_USAGE
     options = ReconstructOptions(preset=args.preset, device=args.device, face_index=args.face_index,
-                                 detail_guidance=args.detail, facial_hair=args.facial_hair)
+                                 detail_guidance=args.detail, facial_hair=args.facial_hair, scalp=args.scalp)
 
     def setup():
         pipeline = make_pipeline(options)  # the model, detector and weights load once for all photos

@@ -146,11 +146,13 @@ def test_reconstruct_operator_builds_the_head(extension):
 
 def test_reconstruct_operator_several_photos_one_head_a_camera_each(extension):
     """The panel's photo plus the list of more photos (a file and an Image) make one head, with a
-    camera per photo that overlays the head on that photo."""
+    camera per photo that overlays the head on that photo; the panel's Scalp option gives it a cap."""
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
     settings = bpy.context.scene.likeness
     settings.filepath = str(face_photo("img13.jpg"))
     settings.preset, settings.device = "fast", "cpu"
+    assert settings.scalp == "skin"
+    settings.scalp = "hair"
     assert not bpy.ops.likeness.photo_remove.poll()
     bpy.ops.likeness.photo_add()
     bpy.ops.likeness.photo_add()
@@ -169,6 +171,13 @@ def test_reconstruct_operator_several_photos_one_head_a_camera_each(extension):
     positions = np.array([c.matrix_world.translation for c in cameras])
     assert np.linalg.norm(positions[1:] - positions[0], axis=1).min() > 0.01
     assert all(c.data.background_images[0].image is not None for c in cameras)
+    # his dark brown hair on the crown (top middle of the back-of-head tile), light skin on the face
+    albedo = head.data.materials[0].node_tree.nodes["Image Texture"].image
+    pixels = np.array(albedo.pixels[:]).reshape(albedo.size[1], albedo.size[0], 4)[::-1, :, :3]
+    height, width = pixels.shape[:2]
+    crown = pixels[: height // 5, int(0.7 * width):int(0.8 * width)].mean(-1)
+    face = pixels[int(0.4 * height):int(0.6 * height), int(0.1 * width):int(0.4 * width)].mean(-1)
+    assert np.median(crown) < 0.6 * np.median(face)
     bpy.ops.likeness.photo_remove()
     assert len(settings.more_photos) == 1 and settings.more_index == 0
 

@@ -18,7 +18,8 @@ def test_batch_writes_a_blend_per_photo_and_reports_failures(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "likeness_batch.py"), "--input", str(face_photo(PHOTO)),
-         str(tmp_path / "missing.jpg"), "--output", str(out), "--preset", "fast", "--device", "cpu"],
+         str(tmp_path / "missing.jpg"), "--output", str(out), "--preset", "fast", "--device", "cpu",
+         "--scalp", "hair"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr  # one of the two failed
     assert "1 of 2 photo(s) done" in result.stdout

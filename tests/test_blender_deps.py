@@ -178,3 +178,9 @@ def test_error_messages_tell_what_to_do():
 def test_progress_text_shows_stage_and_percentage():
     assert jobs.progress_text("refine", 0.42) == "Refine 42%"
     assert jobs.progress_text("detect", -1.0) == "Detect"
+
+
+def test_options_carry_the_texture_settings():
+    settings = jobs.reconstruction_settings(jobs.ReconstructOptions(scalp="hair", facial_hair="skin"))
+    assert (settings.texture.scalp, settings.texture.facial_hair) == ("hair", "skin")
+    assert jobs.reconstruction_settings(jobs.ReconstructOptions()).texture.scalp == "skin"

@@ -42,3 +42,10 @@ def test_facial_hair_option_keeps_hair_by_default():
     args = _parser().parse_args(["reconstruct", "a.jpg", "-o", "out", "--facial-hair", "skin"])
     assert args.facial_hair == "skin"
     assert _parser().parse_args(["demo", "-o", "out"]).facial_hair == "hair"  # kept by default
+
+
+def test_scalp_option_is_skin_by_default():
+    from core.cli import _parser
+
+    assert _parser().parse_args(["reconstruct", "a.jpg", "-o", "out"]).scalp == "skin"
+    assert _parser().parse_args(["demo", "-o", "out", "--scalp", "hair"]).scalp == "hair"

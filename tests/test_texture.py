@@ -88,24 +88,62 @@ def test_texels_seen_through_non_skin_are_untrusted(fast_reconstruction, pipelin
 
 
 def test_scalp_is_skin_tone_not_hair_and_hair_mode_keeps_hair(fast_reconstruction, pipeline):
-    from core.appearance.texture import TextureSettings, build_texture, scalp_weight
+    """000002.jpg: red hair pulled back from a bare forehead. "hair" puts a red cap where the photo
+    shows hair, down to her own hairline, and leaves the forehead she shows as it was."""
+    from core.appearance.fusion import fuse
+    from core.appearance.texture import TextureSettings, _hair_zone, build_texture, scalp_weight, unwrap
     from core.fitting.detection import detect_face
 
     rec = fast_reconstruction
-    surface = pipeline.uv_surface(rec.albedo.shape[0])
-    scalp = scalp_weight(rec.model, surface) > 0.9
+    size = rec.albedo.shape[0]
+    surface = pipeline.uv_surface(size)
+    default_scalp = scalp_weight(rec.model, surface)
     trusted = rec.albedo_trust > 0.8
     tone = np.median(rec.albedo[trusted].astype(float), 0)
-    skin_scalp = np.median(rec.albedo[scalp].astype(float), 0)
-    skin = pipeline.skin_trust(rec.image, detect_face(rec.image, detector=pipeline.detector))
-    hair_mode = build_texture(rec.model, rec.image, rec.params, rec.albedo.shape[0], surface, skin,
-                              TextureSettings(scalp="hair"))
-    hair_scalp = np.median(hair_mode.albedo[scalp].astype(float), 0)
-    assert np.abs(skin_scalp - tone).max() < 20  # default: the person's skin tone on the scalp
-    assert np.abs(hair_scalp - tone).max() > 40  # "hair": the photo's (red) hair colour instead
-    assert hair_scalp[0] > hair_scalp[1] + 30  # red, as on this photo
+    on_scalp = np.median(rec.albedo[default_scalp > 0.9].astype(float), 0)
+    assert np.abs(on_scalp - tone).max() < 20  # default: the person's skin tone on the scalp
+
+    detection = detect_face(rec.image, detector=pipeline.detector)
+    hair_settings = TextureSettings(scalp="hair")
+    head = pipeline.skin_trust(rec.image, detection, hair_settings)
+    skin_mode, cap_mode = (build_texture(rec.model, rec.image, rec.params, size, surface, head, mode).albedo
+                           .astype(float) for mode in (None, hair_settings))
+    change = np.abs(cap_mode - skin_mode).max(-1)
+    evidence = unwrap(rec.model, rec.image, rec.params, surface, head)
+    zone = surface.interpolate(_hair_zone(rec.model.neutral)[:, None])[..., 0] > 0.99
+    hair, bare = (evidence.hair_weight > 0.8) & zone, (evidence.bare_weight > 0.8) & zone
+    assert hair.sum() > 1000 and bare.sum() > 1000
+    red = np.median(cap_mode[hair], 0)
+    assert red[0] > red[1] + 30 and np.median(change[hair]) > 40  # the photo's red hair
+    below, above = hair & (default_scalp < 0.1), bare & (default_scalp > 0.9)
+    assert below.sum() > 100 and np.median(change[below]) > 40  # hair below the model's default line
+    assert above.sum() > 100 and np.median(change[above]) < 5  # her forehead above it stays skin
+    # several photos fuse their hair evidence as they fuse skin
+    fused, _ = fuse([evidence, evidence], [1.0, 1.0], [1.0, 1.0])
+    assert np.allclose(fused.hair_weight, evidence.hair_weight) and np.allclose(fused.hair, evidence.hair)
+    seen = evidence.hair_weight > 0
+    assert np.allclose(fused.hair_albedo[seen], evidence.hair_albedo[seen], atol=1e-6)
     with pytest.raises(LikenessError, match="scalp"):
-        build_texture(rec.model, rec.image, rec.params, 64, None, skin, TextureSettings(scalp="bald"))
+        build_texture(rec.model, rec.image, rec.params, 64, None, head, TextureSettings(scalp="bald"))
+
+
+def test_a_bald_head_keeps_its_skin_under_hair_mode(pipeline):
+    """img21.jpg: a shaved, shiny head. "hair" finds no hair on it: the same albedo as "skin"."""
+    from conftest import face_photo
+
+    from core.appearance.texture import TextureSettings, build_texture, photo_illuminant
+    from core.pipeline import preset_settings
+
+    hair_settings = TextureSettings(scalp="hair")
+    settings = preset_settings("fast", texture_size=256, texture=hair_settings)
+    rec = pipeline.run(face_photo("img21.jpg"), settings)
+    detection = pipeline.detect(rec.image)
+    head = pipeline.skin_trust(rec.image, detection, hair_settings)
+    assert head.bare.sum() > 10 * head.hair.sum()
+    light = photo_illuminant(rec.image, detection.landmarks, head, hair_settings)
+    skin_mode = build_texture(rec.model, rec.image, rec.params, 256, pipeline.uv_surface(256), head,
+                              illuminant=light)
+    assert np.array_equal(rec.albedo, skin_mode.albedo)
 
 
 def test_background_colour_never_reaches_the_albedo(pipeline):

@@ -83,7 +83,6 @@ def fuse(views: list[Unwrap], sharpness_scores: list[float],
     blend /= np.maximum(blend.sum(0), 1e-12)
     matched = albedos * gains[:, None, None, :]
     observed = np.stack([v.observed for v in views])
-    hairs = [v.hair for v in views if v.hair is not None]
     fused = Unwrap(
         albedo=(matched * blend[..., None]).sum(0).astype(np.float32),
         weight=np.stack([v.weight for v in views]).max(0),
@@ -91,6 +90,15 @@ def fuse(views: list[Unwrap], sharpness_scores: list[float],
         observed=(observed * blend[..., None]).sum(0).astype(np.float32),
         parts=(np.stack([v.parts for v in views]) * blend).sum(0).astype(np.float32),
         pixels_per_metre=np.stack([v.pixels_per_metre for v in views]).max(0),
-        hair=np.median(hairs, axis=0) if hairs else None,
     )
+    if all(v.hair_weight is not None for v in views):  # scalp hair (a cap): the best-seen photo's, as skin
+        hair = np.stack([v.hair_weight for v in views])
+        blend = hair ** BEST_VIEW_POWER
+        blend /= np.maximum(blend.sum(0), 1e-12)
+        hair_albedos = np.stack([v.hair_albedo for v in views]) * gains[:, None, None, :]
+        fused.hair_weight = hair.max(0)
+        fused.bare_weight = np.stack([v.bare_weight for v in views]).max(0)
+        fused.hair_albedo = (hair_albedos * blend[..., None]).sum(0).astype(np.float32)
+        colours = [v.hair * g for v, g in zip(views, gains) if v.hair is not None]
+        fused.hair = np.median(colours, axis=0) if colours else None
     return fused, gains

@@ -65,6 +65,11 @@ BEARD_DARKER = (0.3, 0.5)  # log luminance below the upper face's skin: dark hai
 # beside the jaw, smile folds and wrinkles do not).
 MOUTH_RING = 0.08
 FACIAL_HAIR_COVER = 0.6
+# The head above the brows (for a cap with the person's own hairline): person pixels at least
+# HAIR_ABOVE_BROWS (of the face height) above the brows' top, not brighter than the skin by
+# HAIR_BRIGHTER (log luminance: blow-outs, a shiny scalp), kept BORDER_ERODE off the background.
+HAIR_ABOVE_BROWS = 0.02
+HAIR_BRIGHTER = (0.3, 0.5)
 
 
 def _features(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,6 +137,9 @@ class SkinTrust:
     parts: np.ndarray  # (H, W) bool: eyes, brows, lips, nostrils, kept facial hair (texture of their own)
     person: np.ndarray  # (H, W) float32 selfie-segmentation probability
     colour: SkinColourModel
+    # the head above the brows, when asked for (a cap; ``_scalp``): (H, W) float32 in [0, 1]
+    hair: np.ndarray | None = None  # its hair
+    bare: np.ndarray | None = None  # its bare skin (forehead, a bald scalp)
 
 
 class PersonSegmenter:
@@ -190,11 +198,13 @@ def central_face(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
-               hands: np.ndarray | None = None, facial_hair: bool = True) -> SkinTrust:
+               hands: np.ndarray | None = None, facial_hair: bool = True,
+               scalp_hair: bool = False) -> SkinTrust:
     """Trusted-skin weights of photo ``rgb`` for the face of 478 ``landmarks`` given the
     ``person`` probability map and the ``hands`` mask (skin-coloured, but never the face's).
     ``facial_hair``: beard, moustache and stubble are kept as texture of their own (else they are
-    occluders, and the skin under them is filled in)."""
+    occluders, and the skin under them is filled in). ``scalp_hair``: also say which pixels show
+    the scalp's hair and bare skin (``SkinTrust.hair``, ``bare``)."""
     height, width = rgb.shape[:2]
     photo = rgb.astype(np.float32) / 255
     person_w = 1 - _ramp(person, *PERSON_RAMP)
@@ -227,12 +237,40 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     if hands is not None:
         trust = trust * ~hands
     trust = _connected_to(trust, sample)
+    scalp = None
+    if scalp_hair:
+        scalp = _scalp(skin, luma - colour.log_luma, parts, person_w, landmarks, face_size, hands)
     # Skin next to an occluder is eroded away; the parts are thin bands (lips, lid rims) that
     # erosion would wipe out, and their borders are their own texture anyway.
     radius = max(1, int(round(BORDER_ERODE * face_size)))
     eroded = cv2.erode(np.where(parts, 0.0, trust).astype(np.float32), _disc(radius))
     trust = np.where(parts, trust, eroded).astype(np.float32)
-    return SkinTrust(trust, parts, person.astype(np.float32), colour)
+    return SkinTrust(trust, parts, person.astype(np.float32), colour, *(scalp or (None, None)))
+
+
+def _scalp(skin: np.ndarray, rel_luma: np.ndarray, parts: np.ndarray, person_w: np.ndarray,
+           landmarks: np.ndarray, face_size: float,
+           hands: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) float32 maps in [0, 1] of the head above the brows as the photo shows it: its bare
+    skin (``skin``: the skin-colour test, strict outside the face oval, and smooth: a forehead, a
+    bald or shaved scalp) and its hair (the rest: dark, off the skin's colour or textured; a fringe
+    too; connected to the top of the head). Face parts, hands, blow-outs (``rel_luma``: log
+    luminance above the skin's) and the background are neither."""
+    height, width = skin.shape
+    below_nose = _along_face(landmarks, height, width, NOSE_TIP)
+    brows = np.round(landmarks[RIGHT_BROW + LEFT_BROW]).astype(int)
+    brow_top = below_nose[np.clip(brows[:, 1], 0, height - 1), np.clip(brows[:, 0], 0, width - 1)].min()
+    radius = max(1, int(round(BORDER_ERODE * face_size)))
+    head = person_w * cv2.erode((person_w > 0.5).astype(np.uint8), _disc(radius))  # no mixed pixels
+    head = head * (below_nose < brow_top - HAIR_ABOVE_BROWS) * ~parts
+    if hands is not None:
+        head = head * ~hands
+    head = head * _ramp(rel_luma, *HAIR_BRIGHTER)
+    hair = head * (1 - skin)
+    top = _along_face(landmarks, height, width, FACE_OVAL[0]) < 0  # above the face oval's top
+    hair = hair * _touching(hair > 0.5, top)
+    hair = hair * cv2.erode((hair > 0.5).astype(np.uint8), _disc(radius))  # not mixed with the skin's colour
+    return hair.astype(np.float32), (head * skin).astype(np.float32)
 
 
 def _full_brows(luma: np.ndarray, skin: np.ndarray, landmarks: np.ndarray, face_size: float,

@@ -58,11 +58,22 @@ LASH_SOFT = 0.4
 LASH_SAMPLE_M = 0.003  # the lashes' colour is the darkest LASH_DARKEST of the seen texels this near
 LASH_DARKEST = 0.1
 LASH_DEFAULT = 0.3  # times the skin tone: the lashes' colour when the photo showed none
+# A cap (TextureSettings.scalp "hair"): the hair zone's line on the neutral head (metres: at the
+# sides just over the ears, rising towards the forehead to 1 cm over the brows)
+HAIR_ZONE_SIDE = 0.045
+HAIR_ZONE_RISE = 0.02
+SCALP_GRAZING = 0.25  # visibility at which a texel's hair-or-skin evidence counts fully
+CAP_SEEN = 0.5  # hair + skin evidence (splatted per vertex) at which the photo alone says cap or not
+CAP_SOFT = 1.0  # mesh-smoothing strength of that evidence: the hairline is soft over a few mm
+BALD = 0.4  # a photo showing less hair than this share of its seen default scalp shows a bald head
+HAIR_SMOOTHNESS = 20.0  # the hair colour keeps only its low-frequency variation
 
 
 @dataclass
 class TextureSettings:
-    scalp: str = "skin"  # "skin": the skin tone on the scalp; "hair": the photo's hair colour there
+    # "skin": the skin tone on the scalp; "hair": a cap in the photo's hair colour, down to the
+    # hairline the photo shows (the model's default line where it showed none; a bald head stays skin)
+    scalp: str = "skin"
     # "auto": the photo's light colour is estimated and divided out of the albedo
     # (core.appearance.white_balance); "off": the albedo keeps the photo's white balance
     white_balance: str = "auto"
@@ -90,7 +101,13 @@ class Unwrap:
     observed: np.ndarray  # (S, 2S, 3) float32 photo colours before de-lighting (0 where unseen)
     parts: np.ndarray  # (S, 2S) float32: seen through eyes, brows, lips, nostrils
     pixels_per_metre: np.ndarray  # (S, 2S) float32 photo resolution at the texel (focal / depth)
-    hair: np.ndarray | None = None  # (3,) de-lit hair colour seen over the scalp, None when none was
+    # the head above the brows, only when asked for (TextureSettings.scalp "hair"; SkinTrust.hair,
+    # bare): visibility x its hair pixels, x its bare skin pixels, and the hair's colour divided by
+    # the light's level at the texel (0 where unseen)
+    hair_weight: np.ndarray | None = None  # (S, 2S) float32 in [0, 1]
+    bare_weight: np.ndarray | None = None  # (S, 2S) float32 in [0, 1]
+    hair_albedo: np.ndarray | None = None  # (S, 2S, 3) float32
+    hair: np.ndarray | None = None  # (3,) the median colour of all the photo's hair pixels, white-balanced
 
 
 @dataclass
@@ -225,8 +242,8 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def delight(observed: np.ndarray, normals: np.ndarray, weight: np.ndarray,
-            parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """De-lit albedo (N, 3) and inlier weight (N,) in [0, 1] of N seen texels.
+            parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """De-lit albedo (N, 3), inlier weight (N,) in [0, 1] and relative shading (N,) of N seen texels.
 
     The light is a luminance SH fit on trusted skin (``weight`` without the face parts), made
     robust by re-weighting: texels whose brightness departs from the diffuse model by more than
@@ -240,7 +257,7 @@ def delight(observed: np.ndarray, normals: np.ndarray, weight: np.ndarray,
     fit_w = weight * (1 - parts)
     sel = fit_w > 0.05
     if sel.sum() < 50:
-        return observed.copy(), (luma > 0).astype(np.float32)
+        return observed.copy(), (luma > 0).astype(np.float32), np.ones(len(luma), np.float32)
     basis = sh_basis(torch.from_numpy(normals.astype(np.float64))).numpy()
     y, w, fit_basis = luma[sel].astype(np.float64), fit_w[sel].astype(np.float64), basis[sel]
     robust = np.ones_like(w)
@@ -262,16 +279,31 @@ def delight(observed: np.ndarray, normals: np.ndarray, weight: np.ndarray,
     albedo = observed * (clamp / np.maximum(shading, MIN_SHADING))[:, None]
     lo, hi = SHADING_TRUST
     inlier = inlier * np.clip((shading - lo) / (hi - lo), 0, 1)
-    return np.clip(albedo, 0, 1).astype(np.float32), inlier.astype(np.float32)
+    return np.clip(albedo, 0, 1).astype(np.float32), inlier.astype(np.float32), shading.astype(np.float32)
 
 
 def scalp_weight(model: FaceModel, surface: UVSurface) -> np.ndarray:
-    """(S, 2S) float in [0, 1]: how much each texel is scalp (above a hairline that runs from
-    about 5 cm over the brows at the front, over the ears, down to the nape) on the neutral head."""
-    y, z = model.neutral[:, 1], model.neutral[:, 2]
+    """(S, 2S) float in [0, 1]: how much each texel is scalp by the model's default hairline (see
+    ``_default_scalp``)."""
+    return surface.interpolate(_default_scalp(model.neutral)[:, None])[..., 0]
+
+
+def _default_scalp(neutral: np.ndarray) -> np.ndarray:
+    """(V,) float32 in [0, 1] per vertex of the neutral head: above a hairline that runs from about
+    5 cm over the brows at the front, over the ears, down to the nape (1.5 cm soft)."""
+    y, z = neutral[:, 1], neutral[:, 2]
     hairline = np.where(z > 0, 0.11 + 0.45 * (z - 0.09), 0.0695 + z)
-    per_vertex = np.clip((y - hairline) / 0.015 + 0.5, 0, 1).astype(np.float32)
-    return surface.interpolate(per_vertex[:, None])[..., 0]
+    return np.clip((y - hairline) / 0.015 + 0.5, 0, 1).astype(np.float32)
+
+
+def _hair_zone(neutral: np.ndarray) -> np.ndarray:
+    """(V,) float32 in [0, 1] per vertex of the neutral head: where the photo's hair may make a cap:
+    above a line 1 cm over the brows at the front, just over the ears at the sides, below the nape
+    at the back (1 cm soft). Long hair seen beside the face and over the neck makes none."""
+    y, z = neutral[:, 1], neutral[:, 2]
+    rise = HAIR_ZONE_RISE * np.clip((z - 0.06) / 0.03, 0, 1)
+    line = np.where(z > 0, HAIR_ZONE_SIDE + rise, HAIR_ZONE_SIDE + z)
+    return np.clip((y - line) / 0.01 + 0.5, 0, 1).astype(np.float32)
 
 
 def photo_illuminant(rgb: np.ndarray, landmarks: np.ndarray | None, skin: SkinTrust | None,
@@ -301,24 +333,47 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
     seen = visibility > 0
     observed = sample_bilinear(rgb.astype(np.float32) / 255, pixels) * seen[..., None]
     if skin is None:
-        trust, parts, person = seen.astype(np.float32), np.zeros_like(visibility), seen.astype(np.float32)
+        trust, parts = seen.astype(np.float32), np.zeros_like(visibility)
     else:
         trust = sample_bilinear(skin.trust, pixels, outside=0.0)
         parts = sample_bilinear(skin.parts, pixels, outside=0.0) * seen
-        person = sample_bilinear(skin.person, pixels, outside=0.0)
     albedo = np.zeros_like(observed)
     inlier = np.zeros_like(visibility)
-    albedo[seen], inlier[seen] = delight(observed[seen], texel_normal[seen], (visibility * trust)[seen],
-                                         parts[seen])
+    albedo[seen], inlier[seen], shading = delight(observed[seen], texel_normal[seen],
+                                                  (visibility * trust)[seen], parts[seen])
     if illuminant is not None:
         albedo[seen] = remove_illuminant(albedo[seen], illuminant)
     weight = (visibility * trust * inlier).astype(np.float32)
-    hair_texels = (scalp_weight(model, surface) > 0.5) & (visibility > 0.3) & (trust < 0.05) & (person > 0.5)
-    hair = np.median(albedo[hair_texels], 0) if hair_texels.sum() >= 20 else None
     albedo = (albedo * (weight > 0)[..., None]).astype(np.float32)
     density = params.camera.focal / np.maximum(texel_pos[..., 2], 1e-6) * seen
-    return Unwrap(albedo, weight, visibility.astype(np.float32), observed.astype(np.float32),
-                  parts.astype(np.float32), density.astype(np.float32), hair)
+    evidence = Unwrap(albedo, weight, visibility.astype(np.float32), observed.astype(np.float32),
+                      parts.astype(np.float32), density.astype(np.float32))
+    if skin is not None and skin.hair is not None:
+        fit = (visibility * trust * (1 - parts))[seen] > 0.05
+        # the head's top is seen at grazing angles in most photos: what shows there still says hair or not
+        near = np.clip(visibility / SCALP_GRAZING, 0, 1)
+        evidence.hair_weight, evidence.bare_weight = (
+            (near * sample_bilinear(m, pixels, outside=0.0)).astype(np.float32)
+            for m in (skin.hair, skin.bare))
+        evidence.hair_albedo = _hair_albedo(observed, seen, shading, fit, illuminant)
+        if (skin.hair > 0.5).sum() >= 20:  # the light's level is the skin's (delight keeps it)
+            colour = np.median(rgb[skin.hair > 0.5], 0)[None] / 255
+            evidence.hair = (colour if illuminant is None else remove_illuminant(colour, illuminant))[0]
+    return evidence
+
+
+def _hair_albedo(observed: np.ndarray, seen: np.ndarray, shading: np.ndarray, fit: np.ndarray,
+                 illuminant: Illuminant | None) -> np.ndarray:
+    """(S, 2S, 3) the photo's colour divided by the light at each seen texel (``shading`` of the
+    ``seen`` ones), the light held within the range it takes on the skin it was fitted on (``fit``):
+    hair stands off the head and is no diffuse surface, so the light model's extrapolation to the
+    scalp's normals (dark, and divided into noise) is not trusted."""
+    lo, hi = np.quantile(shading[fit], (0.1, 0.9)) if fit.sum() >= 50 else (1.0, 1.0)
+    hair = np.zeros_like(observed)
+    hair[seen] = np.clip(observed[seen] / np.clip(shading, lo, hi)[:, None], 0, 1)
+    if illuminant is not None:
+        hair[seen] = remove_illuminant(hair[seen], illuminant)
+    return hair.astype(np.float32)
 
 
 def _mesh_laplacian(faces: np.ndarray, num_vertices: int) -> scipy.sparse.csr_matrix:
@@ -353,21 +408,21 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
              settings: TextureSettings | None = None) -> np.ndarray:
     """Full skin-atlas albedo (S, 2S, 3) float in [0, 1] from one (or several fused) ``Unwrap``:
     seen texels keep their colour, their mirror images fill in where only those were seen, and a
-    mesh-smooth skin field (hair colour on the scalp if asked and seen) covers the rest."""
+    mesh-smooth skin field covers the rest; with ``settings.scalp`` "hair" a cap of the seen hair's
+    smooth colour covers the scalp down to the photo's hairline (``_cap``)."""
     settings = settings or TextureSettings()
-    gain = np.clip(mirror_atlas(evidence.weight) - evidence.weight, 0, 1)
-    known = np.clip(evidence.weight + gain, 0, 1).astype(np.float32)
-    weighted = evidence.albedo * evidence.weight[..., None] + mirror_atlas(evidence.albedo) * gain[..., None]
-    albedo = weighted / np.maximum(known, 1e-8)[..., None]
-
+    albedo, known = _with_mirror(evidence.albedo, evidence.weight)
     skin = known * (1 - np.maximum(evidence.parts, mirror_atlas(evidence.parts)))
     tone = _weighted_median(albedo, skin) if skin.sum() > 1 else DEFAULT_TONE
-    scalp = scalp_weight(model, surface) if settings.scalp == "hair" and evidence.hair is not None else None
-    fill = surface.interpolate(_fill_field(model, surface, albedo, known, tone, scalp, evidence.hair))
+    laplacian = _mesh_laplacian(surface.faces, int(surface.faces.max()) + 1)
+    fill = surface.interpolate(_fill_field(model, surface, laplacian, albedo, known, tone))
 
     alpha = np.minimum(known, cv2.GaussianBlur(known, (0, 0), max(1.0, FEATHER * known.shape[0])))
-    if scalp is not None:
-        alpha = alpha * (1 - scalp)
+    cap = _cap(model, surface, laplacian, evidence) if settings.scalp == "hair" else None
+    if cap is not None:
+        under, hair = (surface.interpolate(v) for v in cap)
+        alpha = alpha * (1 - under[..., 0])
+        fill = fill * (1 - under) + hair * under
     out = alpha[..., None] * albedo + (1 - alpha[..., None]) * fill
     out = _lash_lines(model, surface, out, evidence, tone)
     covered = surface.covered.astype(np.float32)
@@ -429,25 +484,62 @@ def _polyline_distance(points: np.ndarray, line: np.ndarray) -> np.ndarray:
     return np.linalg.norm(points[:, None] - nearest, axis=-1).min(1)
 
 
-def _fill_field(model: FaceModel, surface: UVSurface, albedo: np.ndarray, known: np.ndarray,
-                tone: np.ndarray, scalp: np.ndarray | None, hair: np.ndarray | None) -> np.ndarray:
-    """Per-vertex colour (V, 3) for unseen skin: minimises the misfit to the seen texels (splatted
-    onto the vertices) plus SMOOTHNESS times the mesh Laplacian energy plus a weak pull to the
-    skin ``tone`` (or ``hair`` where ``scalp``), times a low-frequency variation. Solved on the
-    mesh, so it does not know UV seams."""
-    num_vertices = int(surface.faces.max()) + 1
-    area = np.maximum(surface.splat(np.ones(known.shape + (1,), np.float32), num_vertices)[:, 0], 1e-8)
-    data_w = surface.splat(known[..., None], num_vertices)[:, 0] / area
-    data = surface.splat(albedo * known[..., None], num_vertices) / area[:, None]
+def _with_mirror(albedo: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Texels seen (``weight``) or whose mirror image was: the colour (S, 2S, 3) and weight (S, 2S)."""
+    gain = np.clip(mirror_atlas(weight) - weight, 0, 1)
+    known = np.clip(weight + gain, 0, 1).astype(np.float32)
+    weighted = albedo * weight[..., None] + mirror_atlas(albedo) * gain[..., None]
+    return weighted / np.maximum(known, 1e-8)[..., None], known
+
+
+def _per_vertex(surface: UVSurface, per_texel: np.ndarray, num_vertices: int) -> np.ndarray:
+    """(S, 2S, C) texel values -> (V, C) area-weighted means over the texels around each vertex."""
+    area = surface.splat(np.ones(per_texel.shape[:2] + (1,), np.float32), num_vertices)
+    return surface.splat(per_texel, num_vertices) / np.maximum(area, 1e-8)
+
+
+def _cap(model: FaceModel, surface: UVSurface, laplacian: scipy.sparse.csr_matrix,
+         evidence: Unwrap) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per vertex, how much a cap covers it (V, 1) and the cap's colour (V, 3); None without hair
+    evidence or when the photo shows a bald head (its seen hair zone is mostly skin).
+
+    Inside the hair zone (``_hair_zone``) each vertex is cap where the photo (or its mirror image)
+    showed hair, not where it showed bare skin, and the model's default scalp
+    (``_default_scalp``) where it showed neither: the hairline is the person's where it was seen.
+    The colour is the seen hair's, smoothed on the mesh to its low-frequency variation, and the
+    photo's hair colour (``Unwrap.hair``: the hair beyond the head's outline too) where none was
+    seen."""
+    if evidence.hair is None:
+        return None
+    num_vertices = laplacian.shape[0]
+    hair_albedo, hair_known = _with_mirror(evidence.hair_albedo, evidence.hair_weight)
+    bare = np.maximum(evidence.bare_weight, mirror_atlas(evidence.bare_weight))
+    seen = _per_vertex(surface, np.stack([hair_known, bare], -1), num_vertices)
+    smooth = scipy.sparse.identity(num_vertices) + CAP_SOFT * laplacian
+    seen = scipy.sparse.linalg.spsolve(smooth.tocsc(), seen)
+    hair_seen, skin_seen = seen[:, 0], seen[:, 1]
+    neutral = model.neutral[:num_vertices]
+    zone, scalp = _hair_zone(neutral), _default_scalp(neutral)
+    if hair_known.sum() < 20 or (scalp * hair_seen).sum() < BALD * (scalp * (hair_seen + skin_seen)).sum():
+        return None  # (judged above the default hairline: a high forehead is no bald head)
+    said = np.clip((hair_seen + skin_seen) / CAP_SEEN, 0, 1)
+    share = hair_seen / np.maximum(hair_seen + skin_seen, 1e-6)
+    under = zone * (said * share + (1 - said) * scalp)
+    colour = _fill_field(model, surface, laplacian, hair_albedo, hair_known, evidence.hair, HAIR_SMOOTHNESS)
+    return under[:, None].astype(np.float32), colour
+
+
+def _fill_field(model: FaceModel, surface: UVSurface, laplacian: scipy.sparse.csr_matrix, albedo: np.ndarray,
+                known: np.ndarray, tone: np.ndarray, smoothness: float = SMOOTHNESS) -> np.ndarray:
+    """Per-vertex colour (V, 3) for unseen texels: minimises the misfit to the seen texels (splatted
+    onto the vertices) plus ``smoothness`` times the mesh Laplacian energy plus a weak pull to the
+    ``tone``, times a low-frequency variation. Solved on the mesh, so it does not know UV seams."""
+    num_vertices = laplacian.shape[0]
+    data_w = _per_vertex(surface, known[..., None], num_vertices)[:, 0]
+    data = _per_vertex(surface, albedo * known[..., None], num_vertices)
     prior = np.tile(tone, (num_vertices, 1))
     pull = np.full(num_vertices, TONE_PULL)
-    if scalp is not None:  # the scalp is held to the hair colour as firmly as seen data holds skin
-        on_scalp = surface.splat(scalp[..., None], num_vertices)[:, 0] / area
-        prior = prior * (1 - on_scalp[:, None]) + hair * on_scalp[:, None]
-        pull = TONE_PULL + on_scalp
-        data_w, data = data_w * (1 - on_scalp), data * (1 - on_scalp[:, None])
-    laplacian = _mesh_laplacian(surface.faces, num_vertices)
-    system = scipy.sparse.diags(data_w + pull) + SMOOTHNESS * laplacian
+    system = scipy.sparse.diags(data_w + pull) + smoothness * laplacian
     field = scipy.sparse.linalg.spsolve(system.tocsc(), data + pull[:, None] * prior)
     seen = data_w > 0.8
     spread = 0.0
