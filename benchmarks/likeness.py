@@ -22,7 +22,9 @@ Two phases, so that "before" can be reconstructed by another checkout of the cod
     PYTHONPATH=/tmp/old-main python benchmarks/likeness.py reconstruct --out /tmp/likeness --before
     python benchmarks/likeness.py evaluate --out /tmp/likeness [--faceres .faceres]
 
-"mean_shape" needs no reconstruction: the "after" texture on the mean head (identity 0).
+"mean_shape" needs no reconstruction: the "after" texture on the mean head (identity 0). Each
+reconstruction keeps the iris colour its outputs show (``Reconstruction.iris_colour``), which the
+renders use: "before" needs a checkout that has it.
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ def _save(folder: Path, path: Path, rec, refined, start: float) -> None:
     seconds = time.perf_counter() - start
     metrics = rec.metrics if refined is None else refined.metrics
     fields = {"vertices": rec.vertices, "expression": rec.params.expression, "albedo": albedo,
-              "seconds": seconds, "metrics": json.dumps(metrics), "timings": json.dumps(rec.timings)}
+              "iris": np.asarray(rec.iris_colour), "seconds": seconds, "metrics": json.dumps(metrics),
+              "timings": json.dumps(rec.timings)}
     np.savez_compressed(folder / f"{path.stem}.npz", **fields)
     print(f"{folder.name} {path.name}: {seconds:.1f} s", flush=True)
 
@@ -156,8 +159,9 @@ def _sh():
 
 class HeadRenderer:
     """The textured head (skin polygons) with the parts as users see them (core.appearance.texture_gcn's
-    ``part_colours``: eyeballs with the photo's iris colour, sockets from the skin atlas, teeth and
-    gums plain), from a camera in front of it."""
+    ``part_colours``: eyeballs with the outputs' iris colour, ``Reconstruction.iris_colour``, kept
+    with each reconstruction; sockets from the skin atlas, teeth and gums plain), from a camera in
+    front of it."""
 
     def __init__(self, model):
         import torch
@@ -205,9 +209,8 @@ class HeadRenderer:
 
 def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
              only: list[str] | None = None) -> dict:
-    from core.fitting.detection import detect_face, make_detector
+    from core.fitting.detection import make_detector
     from core.geometry.face_model import load_face_model
-    from core.geometry.parts import iris_colour
     from core.image_io import load_image
 
     # photos every configuration has reconstructed (a partial run: its people with two or more)
@@ -219,11 +222,7 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
     model = load_face_model()
     renderer = HeadRenderer(model)
     detector = make_detector("mediapipe")
-    photo_crops, irises = [], []
-    for path, _ in items:
-        rgb = load_image(path).rgb
-        photo_crops.append(face_crops(rgb, detector))
-        irises.append(iris_colour(rgb, detect_face(rgb, detector=detector).landmarks))
+    photo_crops = [face_crops(load_image(path).rgb, detector) for path, _ in items]
     assert all(c is not None for c in photo_crops), "a real photo without a detected face"
     kinds = [(f"{'shaded' if shaded else 'albedo'}_{yaw:+d}", yaw, shaded)
              for shaded in (False, True) for yaw in YAWS]
@@ -238,7 +237,7 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
             if config == "mean_shape":
                 vertices = model.vertices(None, data["expression"])
             for kind, yaw, shaded in kinds:
-                image = renderer.render(vertices, data["albedo"], irises[i], yaw, shaded)
+                image = renderer.render(vertices, data["albedo"], tuple(data["iris"]), yaw, shaded)
                 crops = face_crops(image, detector)
                 index.append((config, kind, i, crops is not None))
                 if crops is not None:
