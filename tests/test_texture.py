@@ -231,11 +231,10 @@ def test_brows_reach_their_hair_not_the_temples(bearded_and_not, pipeline):
 
 
 def test_lash_lines_darken_the_lid_margins(fast_reconstruction, pipeline):
-    from core.appearance.texture import lid_margin_distances
-
     rec = fast_reconstruction
     surface = pipeline.uv_surface(rec.albedo.shape[0])
-    upper, lower = lid_margin_distances(rec.model, surface)
+    upper, lower = surface.lid_margins
+    assert pipeline.uv_surface(rec.albedo.shape[0]).lid_margins[0] is upper  # once per pipeline and size
     half = upper.shape[1] // 4  # the face tile's left and right halves each hold one eye
     for eye in (slice(0, half), slice(half, 2 * half)):
         assert (upper[:, eye] < 0.001).sum() > 5 and (lower[:, eye] < 0.001).sum() > 5

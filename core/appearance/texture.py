@@ -19,7 +19,7 @@ across UV island borders by construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import cv2
@@ -120,11 +120,23 @@ class TextureResult:
 
 @dataclass
 class UVSurface:
-    """Per texel of the skin atlas: the triangle under it and its barycentrics."""
+    """Per texel of the skin atlas of ``model``: the triangle under it and its barycentrics; what
+    depends only on the model and the atlas size is derived once per surface (cached properties)."""
 
     face_id: np.ndarray  # (S, 2S) int, -1 outside the UV islands
     bary: np.ndarray  # (S, 2S, 3)
     faces: np.ndarray  # (F, 3) skin triangles (vertex ids)
+    model: FaceModel = field(repr=False, compare=False)
+
+    @cached_property
+    def laplacian(self) -> scipy.sparse.csr_matrix:
+        """Uniform graph Laplacian (V, V) of the skin triangles' edges."""
+        return _mesh_laplacian(self.faces, int(self.faces.max()) + 1)
+
+    @cached_property
+    def lid_margins(self) -> tuple[np.ndarray, np.ndarray]:
+        """``lid_margin_distances`` of this atlas (upper, lower lid)."""
+        return lid_margin_distances(self.model, self)
 
     @cached_property
     def covered(self) -> np.ndarray:
@@ -164,7 +176,7 @@ def uv_surface(model: FaceModel, size: int) -> UVSurface:
     texels = torch.stack([uv[:, 0] * 2 * size, (1 - uv[:, 1]) * size, torch.ones_like(uv[:, 0])], 1)
     corner_faces = torch.arange(len(texels)).view(-1, 3)
     frags = rasterize(texels, corner_faces, size, 2 * size)
-    return UVSurface(frags.face_id.numpy(), frags.bary.numpy(), faces.astype(np.int64))
+    return UVSurface(frags.face_id.numpy(), frags.bary.numpy(), faces.astype(np.int64), model)
 
 
 def mirror_atlas(image: np.ndarray) -> np.ndarray:
@@ -414,11 +426,10 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
     albedo, known = _with_mirror(evidence.albedo, evidence.weight)
     skin = known * (1 - np.maximum(evidence.parts, mirror_atlas(evidence.parts)))
     tone = _weighted_median(albedo, skin) if skin.sum() > 1 else DEFAULT_TONE
-    laplacian = _mesh_laplacian(surface.faces, int(surface.faces.max()) + 1)
-    fill = surface.interpolate(_fill_field(model, surface, laplacian, albedo, known, tone))
+    fill = surface.interpolate(_fill_field(model, surface, albedo, known, tone))
 
     alpha = np.minimum(known, cv2.GaussianBlur(known, (0, 0), max(1.0, FEATHER * known.shape[0])))
-    cap = _cap(model, surface, laplacian, evidence) if settings.scalp == "hair" else None
+    cap = _cap(model, surface, evidence) if settings.scalp == "hair" else None
     if cap is not None:
         under, hair = (surface.interpolate(v) for v in cap)
         alpha = alpha * (1 - under[..., 0])
@@ -434,7 +445,7 @@ def _lash_lines(model: FaceModel, surface: UVSurface, albedo: np.ndarray, eviden
     """``albedo`` with each lid margin darkened to the lashes' colour (LASH_WIDTH_M, LASH_OPACITY):
     the darkest seen texels near the margins (the photo's lash line, wherever the fitted lid put
     it), or LASH_DEFAULT times the skin ``tone`` when none was seen."""
-    upper, lower = lid_margin_distances(model, surface)
+    upper, lower = surface.lid_margins
     near = np.minimum(upper, lower) < LASH_SAMPLE_M
     seen = near & (evidence.weight > 0.3)
     colour = LASH_DEFAULT * tone
@@ -498,8 +509,7 @@ def _per_vertex(surface: UVSurface, per_texel: np.ndarray, num_vertices: int) ->
     return surface.splat(per_texel, num_vertices) / np.maximum(area, 1e-8)
 
 
-def _cap(model: FaceModel, surface: UVSurface, laplacian: scipy.sparse.csr_matrix,
-         evidence: Unwrap) -> tuple[np.ndarray, np.ndarray] | None:
+def _cap(model: FaceModel, surface: UVSurface, evidence: Unwrap) -> tuple[np.ndarray, np.ndarray] | None:
     """Per vertex, how much a cap covers it (V, 1) and the cap's colour (V, 3); None without hair
     evidence or when the photo shows a bald head (its seen hair zone is mostly skin).
 
@@ -511,11 +521,11 @@ def _cap(model: FaceModel, surface: UVSurface, laplacian: scipy.sparse.csr_matri
     seen."""
     if evidence.hair is None:
         return None
-    num_vertices = laplacian.shape[0]
+    num_vertices = surface.laplacian.shape[0]
     hair_albedo, hair_known = _with_mirror(evidence.hair_albedo, evidence.hair_weight)
     bare = np.maximum(evidence.bare_weight, mirror_atlas(evidence.bare_weight))
     seen = _per_vertex(surface, np.stack([hair_known, bare], -1), num_vertices)
-    smooth = scipy.sparse.identity(num_vertices) + CAP_SOFT * laplacian
+    smooth = scipy.sparse.identity(num_vertices) + CAP_SOFT * surface.laplacian
     seen = scipy.sparse.linalg.spsolve(smooth.tocsc(), seen)
     hair_seen, skin_seen = seen[:, 0], seen[:, 1]
     neutral = model.neutral[:num_vertices]
@@ -525,21 +535,21 @@ def _cap(model: FaceModel, surface: UVSurface, laplacian: scipy.sparse.csr_matri
     said = np.clip((hair_seen + skin_seen) / CAP_SEEN, 0, 1)
     share = hair_seen / np.maximum(hair_seen + skin_seen, 1e-6)
     under = zone * (said * share + (1 - said) * scalp)
-    colour = _fill_field(model, surface, laplacian, hair_albedo, hair_known, evidence.hair, HAIR_SMOOTHNESS)
+    colour = _fill_field(model, surface, hair_albedo, hair_known, evidence.hair, HAIR_SMOOTHNESS)
     return under[:, None].astype(np.float32), colour
 
 
-def _fill_field(model: FaceModel, surface: UVSurface, laplacian: scipy.sparse.csr_matrix, albedo: np.ndarray,
-                known: np.ndarray, tone: np.ndarray, smoothness: float = SMOOTHNESS) -> np.ndarray:
+def _fill_field(model: FaceModel, surface: UVSurface, albedo: np.ndarray, known: np.ndarray, tone: np.ndarray,
+                smoothness: float = SMOOTHNESS) -> np.ndarray:
     """Per-vertex colour (V, 3) for unseen texels: minimises the misfit to the seen texels (splatted
     onto the vertices) plus ``smoothness`` times the mesh Laplacian energy plus a weak pull to the
     ``tone``, times a low-frequency variation. Solved on the mesh, so it does not know UV seams."""
-    num_vertices = laplacian.shape[0]
+    num_vertices = surface.laplacian.shape[0]
     data_w = _per_vertex(surface, known[..., None], num_vertices)[:, 0]
     data = _per_vertex(surface, albedo * known[..., None], num_vertices)
     prior = np.tile(tone, (num_vertices, 1))
     pull = np.full(num_vertices, TONE_PULL)
-    system = scipy.sparse.diags(data_w + pull) + smoothness * laplacian
+    system = scipy.sparse.diags(data_w + pull) + smoothness * surface.laplacian
     field = scipy.sparse.linalg.spsolve(system.tocsc(), data + pull[:, None] * prior)
     seen = data_w > 0.8
     spread = 0.0
