@@ -27,6 +27,10 @@ Method
    canonical mesh has no iris). The iris ring landmarks are left out.
 5. Weights: 1 for inner points, 0.3 on the face oval (outline points that slide with pose), 0.5 for
    the iris centres (gaze moves them), times 1 / (1 + (residual / 3 mm)^2).
+6. Mirror (``mp_mirror``, 478 ids): the landmark each landmark becomes in a mirrored photo, the canonical
+   vertex nearest its x -> -x image (exact: the canonical mesh is symmetric) and, for the iris rings,
+   the other eye's ring with its horizontal points swapped (``IRIS_MIRROR``, read off FaceMesh on a
+   photo and its mirror image). core.fitting.detection averages a face with its mirror image's.
 All steps are deterministic (no random sampling, no iterative solver with a tolerance).
 """
 
@@ -56,7 +60,7 @@ from core.geometry.correspondence import (  # noqa: E402
 )
 from core.geometry.face_model import FACE_POLYGONS, FaceModel, load_face_model, triangulate  # noqa: E402
 
-SCRIPT_VERSION = 1
+SCRIPT_VERSION = 2
 CM_TO_M = 0.01
 NUM_MESH_LANDMARKS = 468
 OVAL_WEIGHT = 0.3
@@ -64,6 +68,9 @@ IRIS_WEIGHT = 0.5
 RESIDUAL_SCALE_M = 0.003
 # Iris halves of the eyeball regions (ICT "left" is the subject's left).
 IRIS_VERTICES = {IRIS_LEFT: ("eyeball_left", 22221, 23021), IRIS_RIGHT: ("eyeball_right", 23791, 24591)}
+# What the 10 iris landmarks 468-477 (per eye, subject's right first: the centre, then four ring points of
+# which the 1st and 3rd lie on the horizontal) become in a mirrored photo.
+IRIS_MIRROR = (473, 476, 475, 474, 477, 468, 471, 470, 469, 472)
 PBTXT = "geometry_pipeline_metadata_landmarks.pbtxt"
 OBJ = "canonical_face_model.obj"
 
@@ -199,6 +206,14 @@ def iris_centre(
     return tris[best], bary[best]
 
 
+def mirror_permutation(canonical: np.ndarray) -> np.ndarray:
+    """(478,) the landmark each of the 478 becomes when the face is mirrored."""
+    dist, mirror = cKDTree(canonical).query(canonical * [-1.0, 1.0, 1.0])
+    if dist.max() > 1e-6 or np.any(mirror[mirror] != np.arange(len(mirror))):
+        raise ValueError(f"{PBTXT}'s canonical mesh is not left/right symmetric.")
+    return np.concatenate([mirror, IRIS_MIRROR])
+
+
 def build(model: FaceModel, mediapipe_dir: Path) -> dict[str, np.ndarray]:
     """The correspondence table and its metadata, as the arrays saved to the .npz."""
     canonical = load_canonical(mediapipe_dir)
@@ -237,6 +252,7 @@ def build(model: FaceModel, mediapipe_dir: Path) -> dict[str, np.ndarray]:
         "residual_m": residual.astype(np.float32),
         "weight": weight.astype(np.float32),
         "mp68": MP68.astype(np.int32),
+        "mp_mirror": mirror_permutation(canonical).astype(np.int32),
         "canonical_obj_sha256": np.array(sha256(mediapipe_dir / OBJ)),
         "canonical_pbtxt_sha256": np.array(sha256(mediapipe_dir / PBTXT)),
         "ict_neutral_sha256": np.array(hashlib.sha256(model.neutral.astype("<f4").tobytes()).hexdigest()),

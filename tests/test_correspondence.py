@@ -21,6 +21,7 @@ from core.geometry.correspondence import (
     Correspondence,
     load_annotated_landmarks68,
     load_correspondence,
+    load_landmark_mirror,
 )
 from core.geometry.face_model import FACE_POLYGONS, VERTEX_REGIONS
 
@@ -191,3 +192,11 @@ def test_annotated_landmarks_table(face_model, tmp_path):
     for path in (tmp_path / "bad.json", tmp_path / "missing.json"):
         with pytest.raises(AssetError):
             load_annotated_landmarks68(path)
+
+
+def test_mirror_table_swaps_sides(canonical):
+    mirror = load_landmark_mirror()
+    assert mirror.shape == (478,) and np.array_equal(mirror[mirror], np.arange(478))
+    for a, b in ((33, 263), (61, 291), (234, 454), (IRIS_RIGHT, IRIS_LEFT), (1, 1), (152, 152)):
+        assert mirror[a] == b and mirror[b] == a
+    np.testing.assert_allclose(canonical[mirror[:468]], canonical * [-1, 1, 1], atol=1e-6)

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import AssetError
 
 DATA_PATH = Path(__file__).parents[1] / "data" / "mediapipe_to_ict.npz"
-TABLE_VERSION = 1
+TABLE_VERSION = 2
 # The 68 iBUG landmarks as photos are annotated (3D-consistent, AFLW2000-3D's convention), chosen on
 # the ICT surface by benchmarks/landmark_convention.py; ICT's own 68 (FaceModel.landmarks68) put the
 # jaw 12-23 mm further back, so a turned face's read-out jaw is off whatever the fit.
@@ -114,18 +114,13 @@ def load_annotated_landmarks68(path: str | Path | None = None) -> np.ndarray:
     return ids
 
 
-def load_correspondence(path: str | Path | None = None) -> Correspondence:
-    """The packaged MediaPipe -> ICT table (or the one at ``path``)."""
+def _read_table(path: str | Path | None, *keys: str) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of the packaged MediaPipe -> ICT table (or the one at ``path``)."""
     path = Path(path) if path is not None else DATA_PATH
     try:
         with np.load(path, allow_pickle=False) as data:
             version = int(data["version"])
-            corr = Correspondence(
-                mp_index=data["mp_index"].astype(np.int64),
-                tri_vertices=data["tri_vertices"].astype(np.int64),
-                bary=data["bary"].astype(np.float32),
-                weight=data["weight"].astype(np.float32),
-            )
+            arrays = {key: data[key] for key in keys}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise AssetError(
             f"The MediaPipe->ICT correspondence table {path} is missing or damaged ({exc}). "
@@ -136,4 +131,20 @@ def load_correspondence(path: str | Path | None = None) -> Correspondence:
             f"{path} is version {version}, this Likeness expects {TABLE_VERSION}: rebuild it with "
             "scripts/build_correspondence.py."
         )
-    return corr
+    return arrays
+
+
+def load_correspondence(path: str | Path | None = None) -> Correspondence:
+    """The packaged MediaPipe -> ICT table (or the one at ``path``)."""
+    data = _read_table(path, "mp_index", "tri_vertices", "bary", "weight")
+    return Correspondence(
+        mp_index=data["mp_index"].astype(np.int64),
+        tri_vertices=data["tri_vertices"].astype(np.int64),
+        bary=data["bary"].astype(np.float32),
+        weight=data["weight"].astype(np.float32),
+    )
+
+
+def load_landmark_mirror(path: str | Path | None = None) -> np.ndarray:
+    """(478,) the MediaPipe landmark each landmark becomes when the photo is mirrored (left/right)."""
+    return _read_table(path, "mp_mirror")["mp_mirror"].astype(np.int64)
