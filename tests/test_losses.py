@@ -14,7 +14,6 @@ from core.fitting.losses import (
     frequency_band_losses,
     frequency_wing_loss,
     landmark_loss,
-    laplacian_smoothness,
     magnitude_loss,
     photometric_loss,
     symmetry_loss,
@@ -160,18 +159,6 @@ def test_landmark_loss():
     ratio = landmark_loss(farther, target, scale=200.0) / landmark_loss(far, target, scale=200.0)
     assert ratio.item() < 2.2
     assert_differentiable(lambda p: landmark_loss(p, target, scale=200.0), pred)
-
-
-def test_laplacian_smoothness(face_mask):
-    y, x = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
-    ramp = (0.01 * x - 0.02 * y + 0.3)[None, None]
-    assert laplacian_smoothness(ramp, face_mask).item() == pytest.approx(0.0, abs=1e-9)
-    bumpy = ramp + 0.01 * torch.sin(x / 2)[None, None]
-    loss = laplacian_smoothness(bumpy, face_mask)
-    assert loss.item() > 0
-    changed = laplacian_smoothness(outside_changed(bumpy, face_mask), face_mask)
-    assert changed.item() == pytest.approx(loss.item(), rel=1e-6)
-    assert_differentiable(lambda m: laplacian_smoothness(m, face_mask), bumpy)
 
 
 def test_symmetry_loss(face_mask):

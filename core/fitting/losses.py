@@ -173,20 +173,6 @@ def landmark_loss(
 # --------------------------------------------------------------------------------------------
 # Regularisers of UV maps (displacement)
 
-_LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-
-
-def laplacian_smoothness(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean squared 5-point Laplacian of a map ``(B, C, H, W)``. Only pixels whose whole 3x3
-    neighbourhood lies in the mask and the image count (eroded mask, no padding), so the jump at the
-    mask border and values outside it are not penalised. Zero for constant and linear maps."""
-    channels = values.shape[1]
-    kernel = _LAPLACE.to(values).expand(channels, 1, 3, 3)
-    lap = F.conv2d(values, kernel, groups=channels)  # (B, C, H - 2, W - 2): interior pixels
-    inside = -F.max_pool2d(-mask.to(values.dtype), 3, stride=1)  # the same pixels, eroded mask
-    return masked_mean(lap.square(), inside)
-
-
 def symmetry_loss(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Masked mean squared difference between a UV map and its horizontal mirror.
 

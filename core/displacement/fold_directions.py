@@ -1,0 +1,159 @@
+"""Where skin folds run: a direction field over the face UV tile, and a curvature prior along it.
+
+Wrinkles are long and narrow and run across the pull of the muscle under them (the relaxed skin
+tension lines): horizontal on the forehead, vertical between the brows, radiating from the outer
+eye corners (crow's feet), along the lower lids, from the nose wings past the mouth corners
+(nasolabial), down from the mouth corners (marionette), radial around the lips. Each of these is a
+rule (a direction and where it holds, placed by the face model's 68 landmarks, sized by the
+distance between the eyes); the rules are blended as axes (doubled angles), so where they disagree,
+or where none holds (cheeks, nose, chin), the field has no preferred direction.
+
+The prior charges a map's curvature along the fold direction fully and across it only
+``across_ratio`` as much: a long narrow fold (curved across, straight along) is cheap, a blob
+(curved both ways: a cast shadow's edge, sheen, a mark) costs as before. Where the field has no
+direction it is the isotropic thin-plate energy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..fitting.losses import masked_mean
+
+# 68-landmark ids of one side and its mirror: outer eye corner, eye contour, nose wing, mouth corner.
+OUTER_EYE_CORNER = (36, 45)
+EYE = (range(36, 42), range(42, 48))
+NOSE_WING = (31, 35)
+MOUTH_CORNER = (48, 54)
+BROWS = range(17, 27)
+INNER_BROWS = (21, 22)
+MOUTH = range(48, 68)
+UPPER_LIP_TOP, LOWER_LIP_BOTTOM = 51, 57
+
+
+@dataclass
+class FoldField:
+    along: np.ndarray  # (..., 2) unit fold direction in tile uv (u right, v up)
+    anisotropy: np.ndarray  # (...,) in [0, 1]: 0 no preferred direction, 1 folds run along ``along``
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def _gauss(x: np.ndarray) -> np.ndarray:
+    return np.exp(-0.5 * x * x)
+
+
+def _ramp(x: np.ndarray) -> np.ndarray:
+    """Smoothstep from 0 (x <= 0) to 1 (x >= 1)."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    t = np.clip(((p - a) @ (b - a)) / float((b - a) @ (b - a)), 0.0, 1.0)
+    return np.linalg.norm(p - (a + t[..., None] * (b - a)), axis=-1)
+
+
+def _rules(lm: np.ndarray, p: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(direction (..., 2), support (...,) in [0, 1]) of each fold family at the tile uvs ``p``."""
+    eyes = [lm[list(ids)].mean(0) for ids in EYE]
+    d = float(np.linalg.norm(eyes[1] - eyes[0]))  # eye distance, ~7 cm
+    up, right = np.array([0.0, 1.0]), np.array([1.0, 0.0])
+    u, v = p[..., 0], p[..., 1]
+    brow_top = lm[list(BROWS), 1].max()
+    glabella = lm[list(INNER_BROWS)].mean(0) + 0.05 * d * up
+    between_brows = _gauss((u - glabella[0]) / (0.1 * d)) * _gauss((v - glabella[1]) / (0.15 * d))
+    rules = [
+        (np.broadcast_to(right, p.shape), _ramp((v - brow_top) / (0.1 * d))),  # forehead
+        (np.broadcast_to(up, p.shape), between_brows),  # glabella
+    ]
+    for side in range(2):
+        lateral = right * (-1.0 if side == 0 else 1.0)
+        corner, eye, mouth_corner = lm[OUTER_EYE_CORNER[side]], eyes[side], lm[MOUTH_CORNER[side]]
+        # Crow's feet: radiating from the outer eye corner, on its lateral side.
+        near_corner = _gauss(np.linalg.norm(p - corner - 0.2 * d * lateral, axis=-1) / (0.2 * d))
+        rules.append((_unit(p - corner), near_corner * _ramp((p - corner) @ lateral / (0.1 * d))))
+        # Lower lid: concentric about the eye.
+        below = (p - eye + 0.2 * d * up) / np.array([0.3 * d, 0.1 * d])
+        tangent = _unit(p - eye) @ np.array([[0.0, 1.0], [-1.0, 0.0]])
+        rules.append((tangent, _gauss(np.linalg.norm(below, axis=-1))))
+        # Nasolabial: from beside the nose wing past the mouth corner.
+        start = lm[NOSE_WING[side]] + 0.08 * d * lateral
+        end = mouth_corner + 0.08 * d * lateral - 0.25 * d * up
+        rules.append((np.broadcast_to(_unit(end - start), p.shape),
+                      _gauss(_segment_distance(p, start, end) / (0.1 * d))))
+        # Marionette: down from the mouth corner towards the jaw.
+        start = mouth_corner + 0.03 * d * lateral
+        end = start + 0.05 * d * lateral - 0.35 * d * up
+        rules.append((np.broadcast_to(_unit(end - start), p.shape),
+                      _gauss(_segment_distance(p, start, end) / (0.08 * d))))
+    # Lip lines: radial about the mouth, above and below the lips (not beside the corners).
+    centre = lm[list(MOUTH)].mean(0)
+    half_width = 0.5 * abs(lm[MOUTH_CORNER[1], 0] - lm[MOUTH_CORNER[0], 0])
+    lips = lm[UPPER_LIP_TOP, 1] - centre[1], centre[1] - lm[LOWER_LIP_BOTTOM, 1]
+    half_height = np.where(v > centre[1], *lips)
+    radius = np.hypot((u - centre[0]) / half_width, (v - centre[1]) / half_height)
+    beside = _ramp((half_width - np.abs(u - centre[0])) / (0.3 * half_width))
+    rules.append((_unit(p - centre), _gauss((radius - 1.1) / 0.25) * beside))
+    return rules
+
+
+def fold_field(landmarks_uv: np.ndarray, uv: np.ndarray) -> FoldField:
+    """The fold directions at tile uvs ``uv`` (..., 2) of a face whose 68 landmarks sit at
+    ``landmarks_uv`` (68, 2). Anisotropy = the rules' agreement (length of their mean doubled-angle
+    vector) times how much any of them holds (1 - the product of 1 - support)."""
+    total = np.zeros(uv.shape)
+    weight = np.zeros(uv.shape[:-1])
+    none = np.ones(uv.shape[:-1])
+    for direction, support in _rules(landmarks_uv, uv):
+        angle = 2 * np.arctan2(direction[..., 1], direction[..., 0])
+        total += support[..., None] * np.stack([np.cos(angle), np.sin(angle)], -1)
+        weight += support
+        none *= 1 - support
+    agreement = np.linalg.norm(total, axis=-1) / np.maximum(weight, 1e-12)
+    angle = 0.5 * np.arctan2(total[..., 1], total[..., 0])
+    along = np.stack([np.cos(angle), np.sin(angle)], -1)
+    return FoldField(along, np.clip(agreement * (1 - none), 0.0, 1.0))
+
+
+# --------------------------------------------------------------------------------------------
+# The prior
+
+_SECOND_DIFFERENCES = torch.tensor([  # d2/dx2, d2/dy2, d2/dxdy on a 3x3 stencil (x: columns, y: rows)
+    [[0.0, 0.0, 0.0], [1.0, -2.0, 1.0], [0.0, 0.0, 0.0]],
+    [[0.0, 1.0, 0.0], [0.0, -2.0, 0.0], [0.0, 1.0, 0.0]],
+    [[0.25, 0.0, -0.25], [0.0, 0.0, 0.0], [-0.25, 0.0, 0.25]],
+])
+
+
+class FoldCurvaturePrior:
+    """Mean over a mask of along^2 + r (across^2 + 2 mixed^2) of a map's second derivatives in the
+    fold frame, r = 1 - anisotropy (1 - ``across_ratio``): with r = 1 the thin-plate energy (the
+    Hessian's squared norm, rotation invariant)."""
+
+    def __init__(self, field: FoldField, mask: torch.Tensor, across_ratio: float):
+        """``field`` on the map's texel centres (H, W) with row 0 at v = 1; ``mask`` (1, 1, H, W)."""
+        device = mask.device
+        along = torch.from_numpy(field.along.astype(np.float32)).to(device)[1:-1, 1:-1]
+        x, y = along[..., 0], -along[..., 1]  # rows go down, v goes up
+        self.along = torch.stack([x * x, y * y, 2 * x * y])  # weights of (h_xx, h_yy, h_xy)
+        self.across = torch.stack([y * y, x * x, -2 * x * y])
+        self.mixed = torch.stack([-x * y, x * y, x * x - y * y])
+        anisotropy = torch.from_numpy(field.anisotropy.astype(np.float32)).to(device)[1:-1, 1:-1]
+        self.ratio = 1 - anisotropy * (1 - across_ratio)
+        self.inside = -F.max_pool2d(-mask, 3, stride=1)[0, 0]  # whole 3x3 stencil on the mask
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (1, 1, H, W) -> scalar."""
+        hessian = F.conv2d(values, _SECOND_DIFFERENCES.to(values)[:, None])[0]  # (3, H - 2, W - 2)
+        along = (self.along * hessian).sum(0)
+        across = (self.across * hessian).sum(0)
+        mixed = (self.mixed * hessian).sum(0)
+        energy = along.square() + self.ratio * (across.square() + 2 * mixed.square())
+        return masked_mean(energy, self.inside)
