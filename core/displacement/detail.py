@@ -111,9 +111,9 @@ class DetailSettings:
     # Curvature of the map along the skin's fold directions (core.displacement.fold_directions; the
     # thin-plate energy where they have none); across them it costs ``fold_across_ratio`` as much.
     # The isotropic prior (200) that kept out what the shading model cannot explain also charged
-    # the true folds 5-15x their data gain and removed the narrow ones; with the directions the
-    # prior can be 5x stronger on blobs and 3x weaker across folds (held-out heads: corr 0.13 ->
-    # 0.17, oracle_albedo 0.32 -> 0.38; 1000 isotropic: 0.11).
+    # the true folds 5-15x their data gain and removed the narrow ones. Along the directions a
+    # fold costs ~1/4 of that and a blob 3/8, so the weight can be 5x: blobs cost ~2x what they did
+    # (held-out heads: corr 0.13 -> 0.17, oracle_albedo 0.32 -> 0.37; 1000 isotropic: 0.11).
     smoothness_weight: float = 1000.0
     fold_across_ratio: float = 0.06
     magnitude_weight: float = 2.0
