@@ -117,11 +117,11 @@ def test_scalp_is_skin_tone_not_hair_and_hair_mode_keeps_hair(fast_reconstructio
     assert red[0] > red[1] + 30 and np.median(change[hair]) > 40  # the photo's red hair
     below, above = hair & (default_scalp < 0.1), bare & (default_scalp > 0.9)
     assert below.sum() > 100 and np.median(change[below]) > 40  # hair below the model's default line
-    assert above.sum() > 100 and np.median(change[above]) < 5  # her forehead above it stays skin
+    assert above.sum() > 100 and np.median(change[above]) < 15  # her forehead above it: skin (soft edge)
     # several photos fuse their hair evidence as they fuse skin
     fused, _ = fuse([evidence, evidence], [1.0, 1.0], [1.0, 1.0])
     assert np.allclose(fused.hair_weight, evidence.hair_weight) and np.allclose(fused.hair, evidence.hair)
-    seen = evidence.hair_weight > 0
+    seen = evidence.hair_weight > 0.01
     assert np.allclose(fused.hair_albedo[seen], evidence.hair_albedo[seen], atol=1e-6)
     with pytest.raises(LikenessError, match="scalp"):
         build_texture(rec.model, rec.image, rec.params, 64, None, head, TextureSettings(scalp="bald"))

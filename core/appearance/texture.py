@@ -62,6 +62,7 @@ LASH_DEFAULT = 0.3  # times the skin tone: the lashes' colour when the photo sho
 # sides just over the ears, rising towards the forehead to 1 cm over the brows)
 HAIR_ZONE_SIDE = 0.045
 HAIR_ZONE_RISE = 0.02
+HAIR_LIFT = 0.015  # metres: how far hair stands off the skull
 SCALP_GRAZING = 0.25  # visibility at which a texel's hair-or-skin evidence counts fully
 CAP_SEEN = 0.5  # hair + skin evidence (splatted per vertex) at which the photo alone says cap or not
 CAP_SOFT = 1.0  # mesh-smoothing strength of that evidence: the hairline is soft over a few mm
@@ -340,8 +341,7 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
     texel_normal /= np.maximum(np.linalg.norm(texel_normal, axis=-1, keepdims=True), 1e-9)
 
     visibility = _visibility(model, params, verts_cam, surface, texel_pos, texel_normal, rgb.shape[:2])
-    pixels = params.camera.project(np.where(texel_pos[..., 2:] > 0, texel_pos, 1).reshape(-1, 3))
-    pixels = pixels.reshape(texel_pos.shape[:2] + (2,))
+    pixels = _project(params, texel_pos)
     seen = visibility > 0
     observed = sample_bilinear(rgb.astype(np.float32) / 255, pixels) * seen[..., None]
     if skin is None:
@@ -362,16 +362,29 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
                       parts.astype(np.float32), density.astype(np.float32))
     if skin is not None and skin.hair is not None:
         fit = (visibility * trust * (1 - parts))[seen] > 0.05
-        # the head's top is seen at grazing angles in most photos: what shows there still says hair or not
+        # Hair stands off the skull: what covers a scalp texel seen at a grazing angle is seen up to
+        # HAIR_LIFT out along its normal, beyond the head's outline (where it faces the camera, in
+        # place: a hairline is no thicker than the skin). The head's top is seen at grazing angles in
+        # most photos: what shows there still counts.
+        facing = -(texel_normal * texel_pos).sum(-1, keepdims=True) / np.maximum(
+            np.linalg.norm(texel_pos, axis=-1, keepdims=True), 1e-9)
+        lifted = _project(params, texel_pos + HAIR_LIFT * np.clip(1 - facing, 0, 1) * texel_normal)
         near = np.clip(visibility / SCALP_GRAZING, 0, 1)
         evidence.hair_weight, evidence.bare_weight = (
-            (near * sample_bilinear(m, pixels, outside=0.0)).astype(np.float32)
+            (near * sample_bilinear(m, lifted, outside=0.0)).astype(np.float32)
             for m in (skin.hair, skin.bare))
-        evidence.hair_albedo = _hair_albedo(observed, seen, shading, fit, illuminant)
+        hair_seen = sample_bilinear(rgb.astype(np.float32) / 255, lifted) * seen[..., None]
+        evidence.hair_albedo = _hair_albedo(hair_seen, seen, shading, fit, illuminant)
         if (skin.hair > 0.5).sum() >= 20:  # the light's level is the skin's (delight keeps it)
             colour = np.median(rgb[skin.hair > 0.5], 0)[None] / 255
             evidence.hair = (colour if illuminant is None else remove_illuminant(colour, illuminant))[0]
     return evidence
+
+
+def _project(params: FaceParams, points: np.ndarray) -> np.ndarray:
+    """(S, 2S, 2) photo pixel coordinates of (S, 2S, 3) camera-space points (behind the camera: any)."""
+    pixels = params.camera.project(np.where(points[..., 2:] > 0, points, 1).reshape(-1, 3))
+    return pixels.reshape(points.shape[:2] + (2,))
 
 
 def _hair_albedo(observed: np.ndarray, seen: np.ndarray, shading: np.ndarray, fit: np.ndarray,
