@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.errors import LikenessError  # noqa: E402
 from core.fitting.detection import detect_face  # noqa: E402
-from core.fitting.profile import LAYOUTS, TURNED_YAW_DEG  # noqa: E402
+from core.fitting.profile import TURNED_YAW_DEG  # noqa: E402
 from core.fitting.refinement import refine  # noqa: E402
 from core.geometry.face_model import FaceModel  # noqa: E402
 from core.image_io import load_image  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> None:
         elif not args.regression_only:
             refined = refine(model, rgb, coarse, target, det, pipeline.surface_points(100),
                              settings.refinement, settings.device).params
-        if det.is_dense and np.count_nonzero(target.weights) == len(LAYOUTS["insightface"].mp):
+        if det.is_dense and target.keypoints_only:
             turned.append(str(names[i]))  # fit_turned: the target holds SCRFD's keypoints only
         t3 = time.perf_counter()
         times["detect"].append(t1 - t0)

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 # Typical distance between the outer eye corners of an adult head, for the initial depth.
 EYE_CORNER_DISTANCE_M = 0.095
+# A detector's keypoints (SCRFD 5, BlazeFace 6) against the dense mesh's ~470 landmarks.
+MAX_KEYPOINTS = 6
 
 
 @dataclass
@@ -47,6 +49,11 @@ class LandmarkTarget:
     # this photo's expression prior in place of the settings' (a few keypoints need a strong one, also
     # in a several-photo fit, where the settings' weak prior let them bend the expression to its limits)
     expression_weight: float | None = None
+
+    @property
+    def keypoints_only(self) -> bool:
+        """Only a detector's few keypoints carry weight (a turned face: core.fitting.profile.fit_turned)."""
+        return np.count_nonzero(self.weights) <= MAX_KEYPOINTS
 
 
 class SurfacePoints:
