@@ -20,7 +20,8 @@ average, and MediaPipe's own 3D landmarks give the same pose), while a fit to SC
 keypoints is 7.3 deg off there. So when SCRFD is installed and its keypoints of the same face put
 it beyond ``TURNED_YAW_DEG``, that keypoint fit replaces the dense one (``fit_turned``). Nearer
 frontal the dense fit stays: on 30-60 deg faces its yaw is as good (4.5 vs 4.2 deg off) and its
-landmarks better (NME 7.65 vs 7.90).
+landmarks better (NME 7.65 vs 7.90). Refinement then keeps such a face's geometry and fits only its
+light and albedo (``LandmarkTarget.keypoints_only``, core.fitting.refinement).
 """
 
 from __future__ import annotations
