@@ -16,7 +16,7 @@ from conftest import REPO
 from scipy.spatial import cKDTree
 
 from core.geometry.parts import EYE_REGIONS, eye_centre
-from core.output.gltf import head_glb, tangents
+from core.output.gltf import MORPH_EPSILON, head_glb, tangents
 from core.reconstruction import DetailMaps
 
 VALIDATOR = REPO / "tests" / "gltf"
@@ -98,7 +98,8 @@ def test_nodes_morph_targets_and_materials(rec, glb):
                        for w, t in zip(rec.params.expression, primitive["targets"], strict=True))
     distance, ids = cKDTree(rec.identity_vertices).query(base)
     assert distance.max() < 1e-6
-    np.testing.assert_allclose(posed, rec.vertices[ids], atol=2e-5)
+    # each target drops offsets up to MORPH_EPSILON (sparse accessors): at most that per target
+    np.testing.assert_allclose(posed, rec.vertices[ids], atol=MORPH_EPSILON * len(primitive["targets"]))
     assert np.abs(posed - base).max() > 1e-3  # the fitted expression moves the face
 
 
