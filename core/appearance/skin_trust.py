@@ -227,10 +227,11 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     # A moustache over the upper lip is inside the lips' outline: lip pixels much darker than the
     # lips' median are hair, not lip.
     own = np.where(lips, _ramp(np.median(luma[lips]) - luma, *DARKER_LIP) if lips.any() else 1.0, 1.0)
+    below_nose = _along_face(landmarks, height, width, NOSE_TIP)  # beard below it, scalp hair above
     if facial_hair:  # a beard's skin level is the upper face's (the central face may be half beard)
-        upper = sample & (_along_face(landmarks, height, width, NOSE_TIP) < 0)
+        upper = sample & (below_nose < 0)
         level = float(np.median(luma[upper])) if upper.sum() >= 50 else colour.log_luma
-        beard = _facial_hair(textured, luma - level, landmarks, face_size) * person_w
+        beard = _facial_hair(textured, luma - level, landmarks, face_size, below_nose) * person_w
         parts = parts | (beard > 0.5)
         own = np.maximum(own, beard)
     trust = np.where(parts, own, skin) * person_w * ~openings * _below_chin(landmarks, height, width)
@@ -239,7 +240,8 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     trust = _connected_to(trust, sample)
     scalp = None
     if scalp_hair:
-        scalp = _scalp(skin, luma - colour.log_luma, parts, person_w, landmarks, face_size, hands)
+        scalp = _scalp(skin, luma - colour.log_luma, parts, person_w, landmarks, face_size, hands,
+                       below_nose)
     # Skin next to an occluder is eroded away; the parts are thin bands (lips, lid rims) that
     # erosion would wipe out, and their borders are their own texture anyway.
     radius = max(1, int(round(BORDER_ERODE * face_size)))
@@ -249,15 +251,15 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
 
 
 def _scalp(skin: np.ndarray, rel_luma: np.ndarray, parts: np.ndarray, person_w: np.ndarray,
-           landmarks: np.ndarray, face_size: float,
-           hands: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+           landmarks: np.ndarray, face_size: float, hands: np.ndarray | None,
+           below_nose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) float32 maps in [0, 1] of the head above the brows as the photo shows it: its bare
     skin (``skin``: the skin-colour test, strict outside the face oval, and smooth: a forehead, a
     bald or shaved scalp) and its hair (the rest: dark, off the skin's colour or textured; a fringe
     too; connected to the top of the head). Face parts, hands, blow-outs (``rel_luma``: log
-    luminance above the skin's) and the background are neither."""
+    luminance above the skin's) and the background are neither. ``below_nose``: ``_along_face``
+    from the nose tip."""
     height, width = skin.shape
-    below_nose = _along_face(landmarks, height, width, NOSE_TIP)
     brows = np.round(landmarks[RIGHT_BROW + LEFT_BROW]).astype(int)
     brow_top = below_nose[np.clip(brows[:, 1], 0, height - 1), np.clip(brows[:, 0], 0, width - 1)].min()
     radius = max(1, int(round(BORDER_ERODE * face_size)))
@@ -303,12 +305,12 @@ def _full_brows(luma: np.ndarray, skin: np.ndarray, landmarks: np.ndarray, face_
 
 
 def _facial_hair(textured: np.ndarray, rel_luma: np.ndarray, landmarks: np.ndarray,
-                 face_size: float) -> np.ndarray:
+                 face_size: float, below_nose: np.ndarray) -> np.ndarray:
     """(H, W) float in [0, 1]: beard, moustache and stubble: where pixels much darker than the skin
     (``rel_luma``: log luminance relative to the upper face's) or textured and not brighter than
-    it are dense on the face oval below the nose tip, around the mouth."""
+    it are dense on the face oval below the nose tip (``below_nose`` > 0), around the mouth."""
     height, width = textured.shape
-    zone = face_mask(landmarks, height, width) & (_along_face(landmarks, height, width, NOSE_TIP) > 0)
+    zone = face_mask(landmarks, height, width) & (below_nose > 0)
     hair = np.maximum(textured * _ramp(rel_luma, 0.0, 0.3), 1 - _ramp(-rel_luma, *BEARD_DARKER)) * zone
     sigma = max(1.0, FACIAL_HAIR_SIZE * face_size)
     density = cv2.GaussianBlur(hair.astype(np.float32), (0, 0), sigma)

@@ -343,7 +343,8 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
     visibility = _visibility(model, params, verts_cam, surface, texel_pos, texel_normal, rgb.shape[:2])
     pixels = _project(params, texel_pos)
     seen = visibility > 0
-    observed = sample_bilinear(rgb.astype(np.float32) / 255, pixels) * seen[..., None]
+    photo = rgb.astype(np.float32) / 255
+    observed = sample_bilinear(photo, pixels) * seen[..., None]
     if skin is None:
         trust, parts = seen.astype(np.float32), np.zeros_like(visibility)
     else:
@@ -373,7 +374,7 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
         evidence.hair_weight, evidence.bare_weight = (
             (near * sample_bilinear(m, lifted, outside=0.0)).astype(np.float32)
             for m in (skin.hair, skin.bare))
-        hair_seen = sample_bilinear(rgb.astype(np.float32) / 255, lifted) * seen[..., None]
+        hair_seen = sample_bilinear(photo, lifted) * seen[..., None]
         evidence.hair_albedo = _hair_albedo(hair_seen, seen, shading, fit, illuminant)
         if (skin.hair > 0.5).sum() >= 20:  # the light's level is the skin's (delight keeps it)
             colour = np.median(rgb[skin.hair > 0.5], 0)[None] / 255
@@ -448,13 +449,12 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
         alpha = alpha * (1 - under[..., 0])
         fill = fill * (1 - under) + hair * under
     out = alpha[..., None] * albedo + (1 - alpha[..., None]) * fill
-    out = _lash_lines(model, surface, out, evidence, tone)
+    out = _lash_lines(surface, out, evidence, tone)
     covered = surface.covered.astype(np.float32)
     return np.clip(push_pull_fill(out * covered[..., None], covered), 0, 1)  # gutter for filtering
 
 
-def _lash_lines(model: FaceModel, surface: UVSurface, albedo: np.ndarray, evidence: Unwrap,
-                tone: np.ndarray) -> np.ndarray:
+def _lash_lines(surface: UVSurface, albedo: np.ndarray, evidence: Unwrap, tone: np.ndarray) -> np.ndarray:
     """``albedo`` with each lid margin darkened to the lashes' colour (LASH_WIDTH_M, LASH_OPACITY):
     the darkest seen texels near the margins (the photo's lash line, wherever the fitted lid put
     it), or LASH_DEFAULT times the skin ``tone`` when none was seen."""
