@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.displacement import detail as D
-from core.displacement.fold_directions import FoldCurvaturePrior, fold_field
+from core.displacement.fold_directions import AlongFoldFilter, FoldCurvaturePrior, FoldField, fold_field
 
 SIZE = 128
 
@@ -104,3 +104,26 @@ def test_prior_ignores_planes_and_what_lies_outside_the_mask(tile):
     outside = torch.where(mask > 0, bumpy, torch.full_like(bumpy, 5.0))
     assert float(prior(bumpy)) > 0
     assert float(prior(outside)) == pytest.approx(float(prior(bumpy)), rel=1e-6)
+
+
+
+def test_along_fold_filter_keeps_folds_and_shrinks_blobs():
+    # Pixels map to uv by a shear, so a direction in uv is another one in the image: the filter must
+    # carry the field through the uv Jacobian. Folds run along v where v > 0.5 (the image's top half).
+    size, grid = 64, 128
+    y, x = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
+    uv = torch.tensor(np.stack([(x + 0.5 * y) / (2 * size), 0.75 - y / (2 * size)], -1), dtype=torch.float32)
+    tile_v = 1 - (np.arange(grid) + 0.5) / grid
+    directed = np.broadcast_to((tile_v > 0.5)[:, None], (grid, grid)).astype(float)
+    field = FoldField(np.broadcast_to(np.array([0.0, 1.0]), (grid, grid, 2)).copy(), directed)
+    filt = AlongFoldFilter(field, uv, torch.ones(size, size, dtype=torch.bool), sigma_px=3.0)
+    weight = torch.ones(1, 1, size, size)
+    fold = torch.tensor(np.cos(2 * np.pi * (x + 0.5 * y) / 8), dtype=torch.float32)[None, None]  # u only
+    kept = filt(fold, weight)
+    inner = (slice(12, 26), slice(12, 52))
+    assert torch.allclose(kept[0, 0][inner], fold[0, 0][inner], atol=0.05)
+    blob = torch.zeros(1, 1, size, size)
+    blob[..., 16:19, 30:33] = 1.0
+    assert filt(blob, weight).max() < 0.5
+    below = blob.roll(32, -2)  # the undirected half: left as it is
+    assert torch.allclose(filt(below, weight), below, atol=1e-4)
