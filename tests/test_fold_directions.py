@@ -116,14 +116,14 @@ def test_along_fold_filter_keeps_folds_and_shrinks_blobs():
     tile_v = 1 - (np.arange(grid) + 0.5) / grid
     directed = np.broadcast_to((tile_v > 0.5)[:, None], (grid, grid)).astype(float)
     field = FoldField(np.broadcast_to(np.array([0.0, 1.0]), (grid, grid, 2)).copy(), directed)
-    filt = AlongFoldFilter(field, uv, torch.ones(size, size, dtype=torch.bool), sigma_px=3.0)
-    weight = torch.ones(1, 1, size, size)
+    filt = AlongFoldFilter(field, uv, torch.ones(size, size, dtype=torch.bool), 3.0,
+                           torch.ones(1, 1, size, size))
     fold = torch.tensor(np.cos(2 * np.pi * (x + 0.5 * y) / 8), dtype=torch.float32)[None, None]  # u only
-    kept = filt(fold, weight)
+    kept = filt(fold)
     inner = (slice(12, 26), slice(12, 52))
     assert torch.allclose(kept[0, 0][inner], fold[0, 0][inner], atol=0.05)
     blob = torch.zeros(1, 1, size, size)
     blob[..., 16:19, 30:33] = 1.0
-    assert filt(blob, weight).max() < 0.5
+    assert filt(blob).max() < 0.5
     below = blob.roll(32, -2)  # the undirected half: left as it is
-    assert torch.allclose(filt(below, weight), below, atol=1e-4)
+    assert torch.allclose(filt(below), below, atol=1e-4)

@@ -575,7 +575,8 @@ class DetailView:
             uv = interpolate_corners(coarse.fragments, scene.uv_corners)
             tile_uv = uv * uv.new_tensor([2.0, 1.0])  # the face tile is u in [0, 0.5]
             self.along = AlongFoldFilter(self.folds, tile_uv, coarse.mask,
-                                         settings.fold_residual_mm * scene.camera.focal / depth_mm)
+                                         settings.fold_residual_mm * scene.camera.focal / depth_mm,
+                                         self.shading_weight)
 
     def log_shading(self, normals: torch.Tensor) -> torch.Tensor:
         """(1, 1, H, W) log-luminance of the shading at (H, W, 3) normals (the photo-fitted
@@ -599,7 +600,7 @@ class DetailView:
             # chroma test missed) stops pulling instead of growing a lump to explain it.
             residual = shading - self.shading_target
             if self.along is not None:
-                residual = self.along(residual, self.shading_weight)
+                residual = self.along(residual)
             residual = residual.square()
             cauchy = torch.log1p(residual / s.shading_scale**2)
             terms["photometric"] = masked_mean(cauchy, self.shading_weight)

@@ -175,10 +175,12 @@ class AlongFoldFilter:
     fold could remove keeps its size while a blob's shrinks, so the latter buys less displacement.
     Where the field has no direction (anisotropy 0) pixels are left as they are."""
 
-    def __init__(self, field: FoldField, tile_uv: torch.Tensor, mask: torch.Tensor, sigma_px: float):
+    def __init__(self, field: FoldField, tile_uv: torch.Tensor, mask: torch.Tensor, sigma_px: float,
+                 weight: torch.Tensor):
         """``field`` on the (R, R) face-tile texels (row 0 at v = 1); ``tile_uv`` (H, W, 2) each pixel's
         face-tile uv; ``mask`` (H, W) bool pixels on the face; ``sigma_px`` the average's Gaussian
-        sigma where the field is fully directed."""
+        sigma where the field is fully directed; ``weight`` (1, 1, H, W) each pixel's weight in the
+        average (its normaliser is summed once, not on every optimisation step)."""
         device = tile_uv.device
         angle = 2 * np.arctan2(field.along[..., 1], field.along[..., 0])
         doubled = field.anisotropy[..., None] * np.stack([np.cos(angle), np.sin(angle)], -1)
@@ -213,12 +215,14 @@ class AlongFoldFilter:
         self.grid = torch.stack([px / width * 2 - 1, py / height * 2 - 1], -1).reshape(1, -1, width, 2)
         taps = torch.exp(-0.5 * (offsets * ALONG_REACH / ALONG_TAPS) ** 2)
         self.taps = (taps / taps.sum())[:, None, None]
+        self.weight = weight
+        self.norm = self._sum(weight).clamp_min(1e-6)
 
     def _sum(self, image: torch.Tensor) -> torch.Tensor:
         """(1, 1, H, W) -> tap-weighted sum of the samples along the folds (1, 1, H, W)."""
         samples = F.grid_sample(image, self.grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return (samples.view(len(self.taps), *image.shape[-2:]) * self.taps).sum(0)[None, None]
 
-    def __call__(self, image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``image`` averaged along the folds with ``weight`` (both (1, 1, H, W))."""
-        return self._sum(image * weight) / self._sum(weight).clamp_min(1e-6)
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` (1, 1, H, W) averaged along the folds with the weights."""
+        return self._sum(image * self.weight) / self.norm
