@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from core.appearance.skin_mask import face_mask
-from core.appearance.texture import mirror_atlas, push_pull_fill, uv_surface
+from core.appearance.texture import Unwrap, complete, mirror_atlas, push_pull_fill, uv_surface
 from core.errors import LikenessError
 
 
@@ -40,6 +40,27 @@ def test_uv_surface_covers_face_and_mirrors(face_model):
     err = np.abs(pos[tile][:, 0] + mirrored[tile][:, 0])
     assert np.median(err) < 1e-3  # metres
     assert np.allclose(surface.bary[covered].sum(-1), 1, atol=1e-6)
+
+
+def test_a_fairly_seen_texel_shows_its_own_colour(face_model):
+    """A cheek patch seen at weight 0.4 (a grazing view, soft trust) keeps its colour: blended with
+    the fill in proportion to its weight, the face's own detail washed out (likeness, fifth session)."""
+    surface = uv_surface(face_model, 128)
+    pos = surface.interpolate(face_model.neutral.astype(np.float64))
+    inside = face_model.neutral[face_model.landmarks68[[2, 31]]].mean(0)  # between jaw and nose
+    cheek = pos[surface.covered][np.argmin(np.linalg.norm(pos[surface.covered] - inside, axis=-1))]
+    patch = surface.covered & (np.linalg.norm(pos - cheek, axis=-1) < 0.012)
+    rest = surface.covered & (np.linalg.norm(pos - cheek, axis=-1) > 0.03) & (pos[..., 2] > 0.05)
+    albedo = np.zeros(patch.shape + (3,), np.float32)
+    weight = np.zeros(patch.shape, np.float32)
+    albedo[patch], weight[patch] = [0.8, 0.5, 0.4], 0.4
+    albedo[rest], weight[rest] = [0.5, 0.4, 0.35], 1.0  # the rest of the face sets the fill
+    zeros = np.zeros(patch.shape, np.float32)
+    evidence = Unwrap(albedo, weight, weight, albedo, zeros, zeros)
+    out = complete(face_model, surface, evidence)
+    inner = patch & (np.linalg.norm(pos - cheek, axis=-1) < 0.006)
+    assert inner.sum() > 20
+    assert np.abs(out[inner] - [0.8, 0.5, 0.4]).max() < 0.01
 
 
 # --------------------------------------------------------------------------------------------

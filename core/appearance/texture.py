@@ -19,7 +19,7 @@ across UV island borders by construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import cv2
@@ -42,6 +42,7 @@ MIN_SHADING = 0.15  # do not divide dark, badly-lit texels into noise
 SHADING_TRUST = (0.25, 0.5)  # relative shading: texels darker than this are trusted less (noise)
 OUTLIER_BAND = 0.12  # least relative deviation from the diffuse model that counts as an outlier
 FEATHER = 1 / 256  # of the atlas height: seen data fades into the fill over about this distance
+OPAQUE_WEIGHT = 0.3  # evidence weight (visibility x trust x inlier) from which a texel is its own colour
 SMOOTHNESS = 2.0  # mesh-Laplacian weight of the fill (larger: smoother, reaches further)
 TONE_PULL = 0.02  # pull of the fill towards the skin tone far from seen texels
 VARIATION_SPACINGS_M = (0.04, 0.015)  # lattice spacings of the fill's variation (two octaves)
@@ -437,6 +438,10 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
     mesh-smooth skin field covers the rest; with ``settings.scalp`` "hair" a cap of the seen hair's
     smooth colour covers the scalp down to the photo's hairline (``_cap``)."""
     settings = settings or TextureSettings()
+    # A texel seen with a fair weight shows its own colour: blended with the fill in proportion to
+    # its weight (grazing view, soft trust), the face's own detail washed out into a smooth, blotchy
+    # average (docs/BENCHMARKS.md, likeness fifth session: +0.03 likeness ratio, 27 of 28 photos).
+    evidence = replace(evidence, weight=np.clip(evidence.weight / OPAQUE_WEIGHT, 0, 1).astype(np.float32))
     albedo, known = _with_mirror(evidence.albedo, evidence.weight)
     skin = known * (1 - np.maximum(evidence.parts, mirror_atlas(evidence.parts)))
     tone = _weighted_median(albedo, skin) if skin.sum() > 1 else DEFAULT_TONE
