@@ -20,7 +20,10 @@ Two phases, so that "before" can be reconstructed by another checkout of the cod
 
     python benchmarks/likeness.py reconstruct --out /tmp/likeness
     PYTHONPATH=/tmp/old-main python benchmarks/likeness.py reconstruct --out /tmp/likeness --before
-    python benchmarks/likeness.py evaluate --out /tmp/likeness [--faceres .faceres]
+    python benchmarks/likeness.py evaluate --out /tmp/likeness [--faceres .faceres] [--baseline before]
+
+``--baseline``: per configuration, how many photos its renders score better than the baseline's
+(renders of one photo are not independent: count photos, not renders).
 
 "mean_shape" needs no reconstruction: the "after" texture on the mean head (identity 0). Each
 reconstruction keeps the iris colour its outputs show (``Reconstruction.iris_colour``), which the
@@ -249,15 +252,20 @@ def evaluate(out: Path, faceres: Path, limit: int | None, gallery: Path | None,
     flat = [c[protocol] for protocol in PROTOCOLS for c in photo_crops + render_crops]
     emb = faceres_embeddings(flat, faceres, work).reshape(len(PROTOCOLS), len(flat) // len(PROTOCOLS), -1)
     results = {"photos": len(items), "people": len(set(people))}
+    stems = [path.stem for path, _ in items]
     for protocol, protocol_emb in zip(PROTOCOLS, emb):
-        results[protocol] = _scores(protocol_emb[: len(items)], protocol_emb[len(items):], people, index)
+        results[protocol] = _scores(protocol_emb[: len(items)], protocol_emb[len(items):], people, index,
+                                    stems)
     if gallery is not None:
         _write_gallery(gallery, items, examples, configs)
     return results
 
 
-def _scores(photo_emb: np.ndarray, render_emb: np.ndarray, people: np.ndarray, index: list) -> dict:
-    """One protocol's numbers: the photo-to-photo baseline, then per configuration and view."""
+def _scores(photo_emb: np.ndarray, render_emb: np.ndarray, people: np.ndarray, index: list,
+            stems: list[str]) -> dict:
+    """One protocol's numbers: the photo-to-photo baseline, then per configuration and view, and per
+    photo (``per_photo``: its renders' mean ratio; renders of one photo are not independent, so two
+    configurations are compared by how many photos each improves, ``paired``)."""
     sim_pp = photo_emb @ photo_emb.T
     same = people[:, None] == people[None, :]
     off_diag = ~np.eye(len(people), dtype=bool)
@@ -266,7 +274,7 @@ def _scores(photo_emb: np.ndarray, render_emb: np.ndarray, people: np.ndarray, i
     results = {"photo_genuine": float(sim_pp[same & off_diag].mean()),
                "photo_impostor": float(sim_pp[~same].mean()),
                "photo_rank1": float(np.mean(np.array(nearest) == people))}
-    per, renders = {}, iter(render_emb)
+    per, renders, by_photo = {}, iter(render_emb), {}
     for config, kind, i, found in index:
         row = per.setdefault(config, {}).setdefault(
             kind, {"genuine": [], "impostor": [], "rank1": [], "missed": 0})
@@ -278,6 +286,8 @@ def _scores(photo_emb: np.ndarray, render_emb: np.ndarray, people: np.ndarray, i
         row["genuine"].append(sims[same[i] & others].mean())
         row["impostor"].append(sims[~same[i]].mean())
         row["rank1"].append(people[np.argmax(np.where(others, sims, -9))] == people[i])
+        by_photo.setdefault(config, {}).setdefault(stems[i], []).append(
+            (row["genuine"][-1] - row["impostor"][-1]) / photo_margin)
     for config, rows in per.items():
         summary = {}
         for kind, row in rows.items():
@@ -288,8 +298,24 @@ def _scores(photo_emb: np.ndarray, render_emb: np.ndarray, people: np.ndarray, i
         g, imp, r1 = (float(np.mean(x)) for x in zip(*found))
         summary["all"] = {"genuine": g, "impostor": imp, "ratio": (g - imp) / photo_margin, "rank1": r1,
                           "missed": sum(row["missed"] for row in rows.values())}
+        summary["per_photo"] = {stem: float(np.mean(r)) for stem, r in by_photo[config].items()}
         results[config] = summary
     return results
+
+
+def paired(results: dict, baseline: str) -> dict:
+    """Per protocol and configuration: how many photos its renders score better than ``baseline``'s
+    (per-photo mean ratio), of how many, and the mean change."""
+    out = {}
+    for protocol in PROTOCOLS:
+        base = results[protocol][baseline]["per_photo"]
+        for config, summary in results[protocol].items():
+            if config == baseline or not isinstance(summary, dict) or "per_photo" not in summary:
+                continue
+            change = [summary["per_photo"][s] - base[s] for s in base if s in summary["per_photo"]]
+            out.setdefault(protocol, {})[config] = {"better": int(np.sum(np.array(change) > 0)),
+                                                    "photos": len(change), "change": float(np.mean(change))}
+    return out
 
 
 def _write_gallery(path: Path, items, examples, configs) -> None:
@@ -321,12 +347,16 @@ def main() -> None:
     parser.add_argument("--gallery", type=Path, default=None)
     parser.add_argument("--configs", default=None, help="only these configurations (comma-separated)")
     parser.add_argument("--part", default="0/1", help="reconstruct every m-th photo from the k-th: k/m")
+    parser.add_argument("--baseline", default=None,
+                        help="evaluate: also count, per configuration, the photos it improves over this one")
     args = parser.parse_args()
     only = args.configs.split(",") if args.configs else None
     if args.phase == "reconstruct":
         reconstruct(args.out, args.before, args.limit, args.part, only)
         return
     results = evaluate(args.out, args.faceres, args.limit, args.gallery, only)
+    if args.baseline:
+        results["paired"] = paired(results, args.baseline)
     (args.out / f"likeness_{args.configs or 'all'}.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 
