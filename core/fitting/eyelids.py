@@ -3,9 +3,12 @@
 The landmark fit weighs the few eyelid points against hundreds of others and a Gaussian prior on
 the expression, and refinement's photometric term hardly sees a 2-pixel lid gap, so a wink often
 comes out half open (and eyeWide may even cancel eyeBlink). Here each eye's opening, the lid gap
-over the eye width, is measured on MediaPipe's eyelid landmarks and the eye's ``eyeBlink`` weight
-is set by bisection so that the fitted model's lid landmarks show the same opening in the photo;
-an eye that is closed in the photo gets its ``eyeWide`` cleared and is closed fully.
+over the eye width, is measured on MediaPipe's eyelid landmarks and set by one of the two lid
+blendshapes, found by bisection so that the fitted model's lid landmarks show the same opening in
+the photo: ``eyeBlink`` for an eye less open than the model's at rest, ``eyeWide`` for one more
+open, the other at zero. They are antagonists (one muscle lowers the lid, another raises it): a fit
+holding both, e.g. eyeWide 1 against eyeBlink 0.3, gives the photo's gap with a lid that sits too
+high and a shape no face makes. An eye closed in the photo is closed fully.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ def _opening(points: np.ndarray, upper, lower, corners) -> float:
 
 
 def match_eyelids(model: FaceModel, params: FaceParams, landmarks: np.ndarray) -> FaceParams:
-    """``params`` with each eye's eyeBlink (and, for closed eyes, eyeWide) set so that the fitted
-    lid opening matches the 478 MediaPipe ``landmarks``; the other parameters are unchanged."""
+    """``params`` with each eye's eyeBlink and eyeWide set so that the fitted lid opening matches the
+    478 MediaPipe ``landmarks`` (at most one of the two non-zero); the other parameters are unchanged."""
     names = list(model.expression_names)
     ids = model.landmarks68
     identity = np.asarray(params.identity, np.float64)
@@ -59,15 +62,29 @@ def match_eyelids(model: FaceModel, params: FaceParams, landmarks: np.ndarray) -
 
     for eye in EYES:
         measured = _opening(landmarks, eye.mp_upper, eye.mp_lower, eye.mp_corners)
-        blink, wide = names.index(f"eyeBlink_{eye.side}"), names.index(f"eyeWide_{eye.side}")
+        lids = [names.index(f"eyeBlink_{eye.side}"), names.index(f"eyeWide_{eye.side}")]
+        if measured >= CLOSED_RATIO and not out.expression[lids].all() \
+                and abs(opening(eye, out.expression) - measured) <= TOLERANCE:
+            continue  # one lid blendshape at most and the photo's opening: left as fitted
+        out.expression[lids] = 0.0
         if measured < CLOSED_RATIO:
-            out.expression[wide] = 0.0
-            out.expression[blink] = 1.0
-        elif abs(opening(eye, out.expression) - measured) > TOLERANCE:
-            trial = out.expression.copy()
-            lo, hi = 0.0, 1.0  # the opening falls as the blink weight rises
-            for _ in range(20):
-                trial[blink] = (lo + hi) / 2
-                lo, hi = (trial[blink], hi) if opening(eye, trial) > measured else (lo, trial[blink])
-            out.expression[blink] = (lo + hi) / 2
+            out.expression[lids[0]] = 1.0
+            continue
+        # at rest the model's eye opens wider than the photo's: eyeBlink closes it; less: eyeWide opens it
+        closing = opening(eye, out.expression) > measured
+        lid = lids[0] if closing else lids[1]
+        out.expression[lid] = _lid_weight(opening, eye, out.expression, lid, measured, closing)
     return out
+
+
+def _lid_weight(opening, eye: _Eye, expression: np.ndarray, lid: int, measured: float,
+                closing: bool) -> float:
+    """Bisection for the weight in [0, 1] of blendshape ``lid`` at which ``opening(eye, expression)``
+    equals ``measured`` (1 when its whole range is not enough)."""
+    trial = expression.copy()
+    lo, hi = 0.0, 1.0
+    for _ in range(20):
+        trial[lid] = (lo + hi) / 2
+        too_open = opening(eye, trial) > measured
+        lo, hi = (trial[lid], hi) if too_open == closing else (lo, trial[lid])
+    return (lo + hi) / 2

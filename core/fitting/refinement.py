@@ -49,7 +49,7 @@ class RefinementSettings:
     photometric_weight: float = 20.0
     landmark_weight: float = 1.0
     identity_weight: float = 1.0
-    expression_weight: float = 0.3
+    expression_weight: float = 3.0  # as the regression's (core.fitting.regression.RegressionSettings)
     landmark_sigma: float = 0.012
     lr_pose: float = 3e-3
     lr_translation: float = 5e-4
