@@ -440,7 +440,7 @@ def complete(model: FaceModel, surface: UVSurface, evidence: Unwrap,
     settings = settings or TextureSettings()
     # A texel seen with a fair weight shows its own colour: blended with the fill in proportion to
     # its weight (grazing view, soft trust), the face's own detail washed out into a smooth, blotchy
-    # average (docs/BENCHMARKS.md, likeness fifth session: +0.03 likeness ratio, 27 of 28 photos).
+    # average (docs/BENCHMARKS.md, likeness fifth session: +0.03 likeness ratio, 25 of 28 photos better).
     evidence = replace(evidence, weight=np.clip(evidence.weight / OPAQUE_WEIGHT, 0, 1).astype(np.float32))
     albedo, known = _with_mirror(evidence.albedo, evidence.weight)
     skin = known * (1 - np.maximum(evidence.parts, mirror_atlas(evidence.parts)))
