@@ -115,7 +115,9 @@ def test_dense_mesh_counts_and_follows_the_coarse_mesh(face_model):
 def test_short_optimisation_on_a_real_photo(rec):
     rec = copy.copy(rec)
     rec.warnings, rec.metrics = [], {}
-    settings = fast_settings(strength=1.5)
+    # 12 steps: Adam's first few overshoot the priors by ~1e-4 of the total before the data terms
+    # pay it back (on this fit, 6 steps lowered the photometric term and raised the total 0.72192 -> 0.72200)
+    settings = fast_settings(strength=1.5, iterations=12)
     log = []
     maps = D.add_detail(rec, settings, Progress(lambda name, done, total: log.append((name, done, total))))
     assert maps is rec.detail and maps is not None
@@ -124,7 +126,7 @@ def test_short_optimisation_on_a_real_photo(rec):
     assert maps.guidance == "clip" and "random" in maps.clip_weights  # the source, never assumed
     assert rec.metrics["detail_total_after"] < rec.metrics["detail_total_before"]
     assert rec.metrics["detail_photometric_after"] < rec.metrics["detail_photometric_before"]
-    assert log[0] == ("detail", 0, 6) and log[-1] == ("detail", 6, 6)
+    assert log[0] == ("detail", 0, 12) and log[-1] == ("detail", 12, 12)
 
     size = rec.albedo.shape[0]
     assert maps.displacement_mm.shape == (size, 2 * size) and maps.displacement_mm.dtype == np.float32
