@@ -188,14 +188,16 @@ def overlay(pipeline: Pipeline, faces: Path, settings, weight: float, out: Path)
         detection, _, results = refined(pipeline, rgb, settings, [0.0, weight])
         crop = refinement.Crop.around(detection.box, 360, 1.25)
         image = crop.image(rgb)
-        lines = [(detection.landmarks, (0, 200, 0))]
+        lines = [(detection.landmarks, (0, 200, 0))]  # the photo's, indexed by MediaPipe id
         for result, colour in zip(results, ((230, 0, 0), (0, 110, 255))):
             p = result.params
-            lines.append((p.project(corr.points(pipeline.model.vertices(p.identity, p.expression))), colour))
+            model_points = np.zeros((len(detection.landmarks), 2))
+            vertices = pipeline.model.vertices(p.identity, p.expression)
+            model_points[corr.mp_index] = p.project(corr.points(vertices))
+            lines.append((model_points, colour))
         for points, colour in lines:
-            rows = (lambda loop: loop) if points is detection.landmarks else corr.rows
             for loop in PARTS:
-                pts = np.round(crop.points(points[rows(loop)]) * 4).astype(np.int32)
+                pts = np.round(crop.points(points[loop]) * 4).astype(np.int32)
                 cv2.polylines(image, [pts], True, colour, 1, cv2.LINE_AA, shift=2)
         panels.append(image)
     cv2.imwrite(str(out), np.concatenate(panels, 1)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
