@@ -84,3 +84,35 @@ def test_variants_leave_parts_out(case, face_model, tmp_path):
     reference = np.asarray(Image.open(case / "photo.png").convert("RGB")).astype(float)
     difference = np.abs(photo - reference).mean(-1)
     assert 0.5 < difference.mean() < 20  # the same head, without its parts
+
+
+def test_the_truth_carried_to_a_misregistered_fit(case, face_model):
+    """Carried through the true head itself, the truth is the truth; through a head moved 3 mm
+    sideways in the photo, the texels show other points of the true face, so the carried truth no
+    longer correlates with the truth, and a map equal to the carried truth scores 1 "on fit"."""
+    from core.reconstruction import Reconstruction
+
+    truth = S.load_truth(case)
+    params = truth.params
+    vertices = face_model.vertices(params.identity, params.expression).astype(np.float32)
+    corners = params.project(vertices[face_model.landmarks68])
+    rec = Reconstruction(
+        image=np.asarray(Image.open(case / "photo.png").convert("RGB")), model=face_model, params=params,
+        coarse_params=params, vertices=vertices, identity_vertices=vertices,
+        albedo=np.zeros((64, 128, 3), np.uint8), albedo_visibility=np.ones((64, 128), np.float32),
+        landmarks68_2d=corners, face_box=np.concatenate([corners.min(0), corners.max(0)]))
+    mesh = S.D.dense_face_mesh(face_model, 1, 0.04)
+    n = truth.displacement_mm.shape[0]
+    region = truth.island & (truth.displacement_mm != 0)
+    same = S.carried_truth(rec, truth, mesh)
+    defined = region & np.isfinite(same)
+    assert defined.sum() > 0.5 * region.sum()
+    assert np.corrcoef(same[defined], truth.displacement_mm[defined])[0, 1] > 0.95
+    moved = params.copy()
+    moved.translation = params.translation + np.array([0.003, 0.0, 0.0])
+    shifted = S.carried_truth(S.replace(rec, params=moved), truth, mesh)
+    defined = region & np.isfinite(shifted)
+    assert np.corrcoef(shifted[defined], truth.displacement_mm[defined])[0, 1] < 0.6
+    metres = S.texel_metres(rec, n)
+    scores = S.measure(np.nan_to_num(shifted), truth, truth.island, metres, shifted)
+    assert scores["corr_fit"] > 0.99 and scores["corr"] < 0.6
