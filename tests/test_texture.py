@@ -6,6 +6,7 @@ import pytest
 from core.appearance.skin_mask import face_mask
 from core.appearance.texture import Unwrap, complete, mirror_atlas, push_pull_fill, uv_surface
 from core.errors import LikenessError
+from core.geometry.correspondence import FACE_OVAL
 
 
 def test_push_pull_keeps_known_and_fills_smoothly():
@@ -238,17 +239,56 @@ def test_a_beard_is_texture_unless_asked_for_skin(bearded_and_not, pipeline):
 
 def test_brows_reach_their_hair_not_the_temples(bearded_and_not, pipeline):
     from core.appearance.skin_mask import LEFT_BROW, RIGHT_BROW, part_masks, polygon_mask
+    from core.appearance.skin_trust import _sockets
 
     for rgb, face in bearded_and_not:
         lm, shape = face.landmarks, rgb.shape[:2]
         outline = polygon_mask(lm, RIGHT_BROW, *shape) | polygon_mask(lm, LEFT_BROW, *shape)
         skin = pipeline.skin_trust(rgb, face)
         above_nose = np.arange(shape[0])[:, None] < lm[1, 1]  # these photos are upright
-        grown = skin.parts & ~part_masks(lm, *shape)[0] & above_nose  # beyond the landmark outlines
+        sockets = _sockets(lm, *shape, float(np.ptp(lm[FACE_OVAL], axis=0).max()))
+        grown = skin.parts & ~part_masks(lm, *shape)[0] & ~sockets & above_nose  # beyond the outlines
         assert skin.parts[outline].all() and grown.sum() > 0.2 * outline.sum()
         luma = rgb.astype(float) @ [0.299, 0.587, 0.114]
         assert luma[grown].mean() < np.median(luma[skin.trust > 0.9]) - 20  # hair, darker than skin
         assert not (grown & ~face_mask(lm, *shape)).any()  # not the hair at the temples
+
+
+def test_the_eye_socket_is_texture_of_its_own(bearded_and_not, pipeline):
+    """Between each upper lid and its brow (lid crease, lash line, the socket's shading) the photo
+    shows the eye's own texture: trusted, not rejected as dark or creased skin and filled in."""
+    for rgb, face in bearded_and_not:
+        lm = face.landmarks
+        size = np.ptp(lm[:, :2], axis=0).max()
+        skin = pipeline.skin_trust(rgb, face)
+        for lid, brow in ((159, 52), (386, 282)):
+            crease = _disc_at((lm[lid] + lm[brow]) / 2, 0.015 * size, rgb.shape[:2])
+            assert skin.parts[crease].all() and skin.trust[crease].mean() > 0.9
+        for iris in (468, 473):  # the eye opening stays out
+            assert skin.trust[_disc_at(lm[iris], 0.01 * size, rgb.shape[:2])].max() == 0
+
+
+def test_skin_seen_through_glasses_is_not_trusted(bearded_and_not, pipeline):
+    """vd026.png: round glasses, the cheeks under the lenses seen through tinted glass; deepface
+    img16/img3 wear none, and their cheeks under the eyes stay trusted."""
+    from conftest import face_photo
+
+    from core.image_io import load_image
+
+    rgb = load_image(face_photo("vd026.png")).rgb
+    photos = [(rgb, pipeline.detect(rgb), True)] + [(rgb, face, False) for rgb, face in bearded_and_not]
+    for rgb, face, glasses in photos:
+        lm = face.landmarks
+        size = np.ptp(lm[:, :2], axis=0).max()
+        skin = pipeline.skin_trust(rgb, face)
+        for lower, upper in ((145, 159), (374, 386)):
+            cheek = _disc_at(lm[lower] + 0.6 * (lm[lower] - lm[upper]), 0.015 * size, rgb.shape[:2])
+            if glasses:
+                assert skin.trust[cheek].max() == 0
+            else:
+                assert skin.trust[cheek].mean() > 0.3
+        if glasses:  # the cheek below the lens is skin
+            assert skin.trust[_disc_at(lm[205], 0.015 * size, rgb.shape[:2])].mean() > 0.5
 
 
 def test_lash_lines_darken_the_lid_margins(fast_reconstruction, pipeline):

@@ -3,10 +3,11 @@
 Three cues, multiplied: MediaPipe's selfie segmentation (person vs background; its model ships
 in the mediapipe wheel), a robust skin-colour model fitted on the central face of this very photo
 (rejects hair, beard, glasses frames, hats, clothes: whatever is far from the person's own skin
-in chroma or much darker than it), and the face parts from the 478 landmarks. Eyes, brows, lips
-and nostrils are texture of their own: trusted whatever their colour; the mouth opening (teeth,
-tongue) never is. The result is eroded a little so that pixels mixing skin with an occluder at
-its border do not count.
+in chroma or much darker than it), and the face parts from the 478 landmarks. Eyes with their
+sockets (lids, creases, lash lines), brows, lips and nostrils are texture of their own: trusted
+whatever their colour; the mouth opening (teeth, tongue) never is, nor what glasses' lenses
+cover. The result is eroded a little so that pixels mixing skin with an occluder at its border do
+not count.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ import numpy as np
 
 from ..geometry.correspondence import FACE_OVAL
 from ..native_log import quiet_mediapipe
-from .skin_mask import LEFT_BROW, OUTER_LIPS, RIGHT_BROW, face_mask, part_masks, polygon_mask, skin_mask
+from .skin_mask import (
+    LEFT_BROW,
+    LEFT_EYE,
+    OUTER_LIPS,
+    RIGHT_BROW,
+    RIGHT_EYE,
+    face_mask,
+    part_masks,
+    polygon_mask,
+    skin_mask,
+)
 
 NOSE_TIP = 1
 CENTRAL_SCALE = 0.7  # the colour model is fitted inside the face oval shrunk by this around the nose
@@ -70,6 +81,24 @@ FACIAL_HAIR_COVER = 0.6
 # HAIR_BRIGHTER (log luminance: blow-outs, a shiny scalp), kept BORDER_ERODE off the background.
 HAIR_ABOVE_BROWS = 0.02
 HAIR_BRIGHTER = (0.3, 0.5)
+# The eye's socket (lids, lid crease, lash lines, the shading around the eye, up to the brows) is
+# texture of its own: darker than the cheeks, creased and lashed, the skin tests reject most of it.
+# It spans the eye's and the brow's outlines and reaches SOCKET_BELOW (of the face size) below the
+# eye, inside the face oval (EYE_CLEAR off its edge: the temples' hair).
+SOCKET_BELOW = 0.03
+# Glasses: what a lens covers is seen through glass (tinted, refracted): neither skin nor the
+# socket's texture. A frame crosses the nose bridge: BRIDGE_SHARE of the band BRIDGE (of the face
+# size) around the bridge's landmarks is darker than its surroundings by BRIDGE_DARK (log-luminance
+# black-hat; 0.41-2.4 on three photos with glasses, at most 0.15 on 28 without), and rings an eye:
+# thin dark pixels in LENS_COVER of LENS_BINS directions from its centre (and of those below it),
+# beyond the lids (LENS_INNER eye widths along and across the eye), within LENS_OUTER eye widths.
+NOSE_BRIDGE = (168, 6)
+BRIDGE = 0.02
+BRIDGE_SHARE, BRIDGE_DARK = 0.1, 0.3
+LENS_BINS = 24
+LENS_INNER = (0.6, 0.35)
+LENS_OUTER = 1.2
+LENS_COVER = 0.8
 
 
 def _features(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -221,9 +250,12 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     oval = cv2.dilate(oval, _disc(int(0.03 * face_size) + 1))
     outside = 1 - cv2.GaussianBlur(oval, (0, 0), max(1.0, 0.015 * face_size))
     # thin dark structures (frames, strands, stubble) or a rough texture (hair, beard)
-    textured = 1 - _ramp(_thin_dark(luma, face_size), *THIN_DARK) * _ramp(rough, rough_lo, 2 * rough_lo)
+    black_hat = _thin_dark(luma, face_size)
+    textured = 1 - _ramp(black_hat, *THIN_DARK) * _ramp(rough, rough_lo, 2 * rough_lo)
     skin = colour.probability(photo, outside) * (1 - textured)
     parts = parts | _full_brows(luma, skin, landmarks, face_size, openings)
+    glasses = _glasses(black_hat, landmarks, face_size, openings)
+    parts = parts | (_sockets(landmarks, height, width, face_size) & ~openings & ~glasses)
     # A moustache over the upper lip is inside the lips' outline: lip pixels much darker than the
     # lips' median are hair, not lip.
     own = np.where(lips, _ramp(np.median(luma[lips]) - luma, *DARKER_LIP) if lips.any() else 1.0, 1.0)
@@ -234,7 +266,8 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
         beard = _facial_hair(textured, luma - level, landmarks, face_size, below_nose) * person_w
         parts = parts | (beard > 0.5)
         own = np.maximum(own, beard)
-    trust = np.where(parts, own, skin) * person_w * ~openings * _below_chin(landmarks, height, width)
+    trust = np.where(parts, own, skin) * person_w * ~(openings | glasses)
+    trust = trust * _below_chin(landmarks, height, width)
     if hands is not None:
         trust = trust * ~hands
     trust = _connected_to(trust, sample)
@@ -242,10 +275,11 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     if scalp_hair:
         scalp = _scalp(skin, luma - colour.log_luma, parts, person_w, landmarks, face_size, hands,
                        below_nose)
-    # Skin next to an occluder is eroded away; the parts are thin bands (lips, lid rims) that
-    # erosion would wipe out, and their borders are their own texture anyway.
+    # Skin next to an occluder is eroded away. The parts are no occluders: skin next to them stays
+    # (it lost a ring around every brow, lid and lip to the fill), and the parts are thin bands (lips,
+    # lid rims) that erosion would wipe out.
     radius = max(1, int(round(BORDER_ERODE * face_size)))
-    eroded = cv2.erode(np.where(parts, 0.0, trust).astype(np.float32), _disc(radius))
+    eroded = cv2.erode(np.where(parts, 1.0, trust).astype(np.float32), _disc(radius))
     trust = np.where(parts, trust, eroded).astype(np.float32)
     return SkinTrust(trust, parts, person.astype(np.float32), colour, *(scalp or (None, None)))
 
@@ -273,6 +307,66 @@ def _scalp(skin: np.ndarray, rel_luma: np.ndarray, parts: np.ndarray, person_w: 
     hair = hair * _touching(hair > 0.5, top)
     hair = hair * cv2.erode((hair > 0.5).astype(np.uint8), _disc(radius))  # not mixed with the skin's colour
     return hair.astype(np.float32), (head * skin).astype(np.float32)
+
+
+def _sockets(landmarks: np.ndarray, height: int, width: int, face_size: float) -> np.ndarray:
+    """Bool (H, W): each eye's socket: the hull of the eye's and the brow's outlines, and the eye
+    grown by SOCKET_BELOW (the lower lid and below), kept EYE_CLEAR inside the face oval."""
+    sockets = np.zeros((height, width), np.uint8)
+    below = _disc(max(1, int(round(SOCKET_BELOW * face_size))))
+    for eye, brow in ((RIGHT_EYE, RIGHT_BROW), (LEFT_EYE, LEFT_BROW)):
+        hull = cv2.convexHull(np.round(landmarks[eye + brow] - 0.5).astype(np.int32))
+        cv2.fillConvexPoly(sockets, hull, 1)
+        sockets |= cv2.dilate(polygon_mask(landmarks, eye, height, width).astype(np.uint8), below)
+    clear = max(1, int(round(EYE_CLEAR * face_size)))
+    inside = cv2.erode(face_mask(landmarks, height, width).astype(np.uint8), _disc(clear))
+    return (sockets & inside) > 0
+
+
+def _glasses(black_hat: np.ndarray, landmarks: np.ndarray, face_size: float,
+             openings: np.ndarray) -> np.ndarray:
+    """Bool (H, W): glasses' lenses and frame, all False without glasses. Glasses are thin dark
+    pixels (``_thin_dark``) across the nose bridge and a ring of them around each eye: seen from
+    the eye's centre, in LENS_COVER of the directions (and of those below it) beyond the lids
+    (LENS_INNER eye widths along and across the eye) and within LENS_OUTER eye widths; the lens is
+    the polygon through the nearest such pixel in each direction. ``black_hat``: ``_thin_dark``."""
+    height, width = black_hat.shape
+    thin = (black_hat > THIN_DARK[0]) & ~openings
+    bridge = np.zeros((height, width), np.uint8)
+    a, b = (tuple(int(v) for v in np.round(landmarks[i])) for i in NOSE_BRIDGE)
+    cv2.line(bridge, a, b, 1, max(1, int(round(2 * BRIDGE * face_size))))
+    lenses = np.zeros((height, width), np.uint8)
+    if np.quantile(black_hat[bridge > 0], 1 - BRIDGE_SHARE) < BRIDGE_DARK:
+        return lenses > 0
+    ys, xs = np.nonzero(thin)
+    points = np.stack([xs, ys], 1) + 0.5
+    angles = (np.arange(LENS_BINS) + 0.5) * 2 * np.pi / LENS_BINS
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        corner_a, corner_b = landmarks[eye[0]], landmarks[eye[8]]
+        centre = landmarks[eye].mean(0)
+        eye_width = float(np.linalg.norm(corner_b - corner_a))
+        along = (corner_b - corner_a) / max(eye_width, 1e-6)
+        across = np.array([-along[1], along[0]])
+        if across @ (landmarks[152] - centre) < 0:
+            across = -across  # pointing down the face
+        rel = (points - centre) / max(eye_width, 1e-6)
+        u, v = rel @ along, rel @ across
+        dist = np.hypot(u, v)
+        ring = (np.hypot(u / LENS_INNER[0], v / LENS_INNER[1]) >= 1) & (dist <= LENS_OUTER)
+        bins = (np.arctan2(v[ring], u[ring]) % (2 * np.pi) * LENS_BINS / (2 * np.pi)).astype(int)
+        nearest = np.full(LENS_BINS, np.inf)
+        np.minimum.at(nearest, bins, dist[ring])
+        hit = np.isfinite(nearest)
+        below = np.sin(angles) > 0
+        if hit.mean() < LENS_COVER or hit[below].mean() < LENS_COVER:
+            continue
+        radius = np.interp(angles, angles[hit], nearest[hit], period=2 * np.pi)
+        outline = centre + eye_width * (radius[:, None] * (np.cos(angles)[:, None] * along
+                                                          + np.sin(angles)[:, None] * across))
+        cv2.fillPoly(lenses, [np.round(outline - 0.5).astype(np.int32)], 1)
+    # and the frame: the thin dark pixels around the lenses
+    near = cv2.dilate(lenses, _disc(max(1, int(round(THIN_DARK_SIZE * face_size))))) > 0
+    return (lenses > 0) | (near & thin)
 
 
 def _full_brows(luma: np.ndarray, skin: np.ndarray, landmarks: np.ndarray, face_size: float,
