@@ -338,8 +338,12 @@ def _glasses(black_hat: np.ndarray, landmarks: np.ndarray, face_size: float,
     lenses = np.zeros((height, width), np.uint8)
     if np.quantile(black_hat[bridge > 0], 1 - BRIDGE_SHARE) < BRIDGE_DARK:
         return lenses > 0
-    ys, xs = np.nonzero(thin)
-    points = np.stack([xs, ys], 1) + 0.5
+    eyes = landmarks[RIGHT_EYE + LEFT_EYE]
+    reach = LENS_OUTER * float(np.ptp(eyes[:, 0]))  # wider than an eye: the box holds both rings
+    x0, y0 = np.maximum(np.floor(eyes.min(0) - reach).astype(int), 0)
+    x1, y1 = np.ceil(eyes.max(0) + reach).astype(int)
+    ys, xs = np.nonzero(thin[y0:y1, x0:x1])
+    points = np.stack([xs + x0, ys + y0], 1) + 0.5
     angles = (np.arange(LENS_BINS) + 0.5) * 2 * np.pi / LENS_BINS
     for eye in (RIGHT_EYE, LEFT_EYE):
         corner_a, corner_b = landmarks[eye[0]], landmarks[eye[8]]
