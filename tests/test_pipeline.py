@@ -47,16 +47,21 @@ def test_albedo_matches_the_photo_where_seen(fast_reconstruction):
     assert 60 < skin.mean() < 250 and skin[0] >= skin[2]  # de-lit skin tone, red over blue
 
 
-def test_several_faces_largest_by_default_and_pick(pipeline):
+def test_several_faces_picked_by_index_largest_first(pipeline):
     photo = face_photo("trump_hillary.jpg")
     settings = preset_settings("fast", texture_size=256)
     settings.refinement.iterations = 0
+    default = pipeline.run(photo, settings)
+    settings.face_index = 0
     first = pipeline.run(photo, settings)
     settings.face_index = 1
     second = pipeline.run(photo, settings)
     area = [np.prod(r.face_box[2:] - r.face_box[:2]) for r in (first, second)]
     assert area[0] >= area[1]
     assert abs(first.face_box[0] - second.face_box[0]) > 50
+    # Two people about equally large: by default the more plausible face (detection._rank, whose
+    # choice test_detection checks), either of the two here.
+    assert any(np.allclose(default.face_box, r.face_box) for r in (first, second))
     settings.face_index = 5
     with pytest.raises(FaceSelectionError, match="2 face"):
         pipeline.run(photo, settings)
