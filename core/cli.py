@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--preset", choices=("fast", "balanced", "quality"), default="balanced")
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
         p.add_argument("--face-index", type=face_index, default=None,
-                       help="which face when there are several (0 = largest); default the largest")
+                       help="which face when there are several (0 = largest); default: the subject "
+                            "(upright, confident, large, inside the photo)")
         p.add_argument("--detector", choices=("mediapipe", "insightface"), default="mediapipe")
         p.add_argument("--no-glb", action="store_true", help="write OBJ only")
         p.add_argument("--scalp", choices=("skin", "hair"), default="skin",

@@ -753,7 +753,8 @@ def reconstruct(
     own pose, expression, camera and light in ``Reconstruction.photos``; photos that cannot be
     used are listed in ``Reconstruction.dropped`` with the reason.
 
-    ``face_index`` picks a face when there are several (largest first); None takes the largest.
+    ``face_index`` picks a face when there are several (largest first); None takes the subject
+    (upright, confident, large, inside the photo: ``core.fitting.detection.select_face``).
     Pass a ``Pipeline`` to reuse the loaded model and detector across many photos or people.
     """
     settings = settings or preset_settings(preset, device=device, face_index=face_index)

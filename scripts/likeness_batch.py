@@ -49,7 +49,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True, help="output folder")
     parser.add_argument("--preset", choices=("fast", "balanced", "quality"), default="fast")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--face-index", type=face_index, default=None, help="which face (0 = largest)")
+    parser.add_argument("--face-index", type=face_index, default=None,
+                        help="which face (0 = largest; default: the subject)")
     parser.add_argument("--facial-hair", choices=("hair", "skin"), default="hair",
                         help="beard, moustache and stubble: as the photo shows them, or skin")
     parser.add_argument("--scalp", choices=("skin", "hair"), default="skin",
