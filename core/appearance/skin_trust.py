@@ -326,17 +326,12 @@ def _sockets(landmarks: np.ndarray, height: int, width: int, face_size: float) -
 def _glasses(black_hat: np.ndarray, landmarks: np.ndarray, face_size: float,
              openings: np.ndarray) -> np.ndarray:
     """Bool (H, W): glasses' lenses and frame, all False without glasses. Glasses are thin dark
-    pixels (``_thin_dark``) across the nose bridge and a ring of them around each eye: seen from
-    the eye's centre, in LENS_COVER of the directions (and of those below it) beyond the lids
-    (LENS_INNER eye widths along and across the eye) and within LENS_OUTER eye widths; the lens is
-    the polygon through the nearest such pixel in each direction. ``black_hat``: ``_thin_dark``."""
+    pixels (``black_hat``: ``_thin_dark``) across the nose bridge and a ring of them around each
+    eye (``_lens_outline``); the frame is the thin dark pixels around the lenses."""
     height, width = black_hat.shape
     thin = (black_hat > THIN_DARK[0]) & ~openings
-    bridge = np.zeros((height, width), np.uint8)
-    a, b = (tuple(int(v) for v in np.round(landmarks[i])) for i in NOSE_BRIDGE)
-    cv2.line(bridge, a, b, 1, max(1, int(round(2 * BRIDGE * face_size))))
     lenses = np.zeros((height, width), np.uint8)
-    if np.quantile(black_hat[bridge > 0], 1 - BRIDGE_SHARE) < BRIDGE_DARK:
+    if not _frame_on_bridge(black_hat, landmarks, face_size):
         return lenses > 0
     eyes = landmarks[RIGHT_EYE + LEFT_EYE]
     reach = LENS_OUTER * float(np.ptp(eyes[:, 0]))  # wider than an eye: the box holds both rings
@@ -344,33 +339,49 @@ def _glasses(black_hat: np.ndarray, landmarks: np.ndarray, face_size: float,
     x1, y1 = np.ceil(eyes.max(0) + reach).astype(int)
     ys, xs = np.nonzero(thin[y0:y1, x0:x1])
     points = np.stack([xs + x0, ys + y0], 1) + 0.5
-    angles = (np.arange(LENS_BINS) + 0.5) * 2 * np.pi / LENS_BINS
     for eye in (RIGHT_EYE, LEFT_EYE):
-        corner_a, corner_b = landmarks[eye[0]], landmarks[eye[8]]
-        centre = landmarks[eye].mean(0)
-        eye_width = float(np.linalg.norm(corner_b - corner_a))
-        along = (corner_b - corner_a) / max(eye_width, 1e-6)
-        across = np.array([-along[1], along[0]])
-        if across @ (landmarks[152] - centre) < 0:
-            across = -across  # pointing down the face
-        rel = (points - centre) / max(eye_width, 1e-6)
-        u, v = rel @ along, rel @ across
-        dist = np.hypot(u, v)
-        ring = (np.hypot(u / LENS_INNER[0], v / LENS_INNER[1]) >= 1) & (dist <= LENS_OUTER)
-        bins = (np.arctan2(v[ring], u[ring]) % (2 * np.pi) * LENS_BINS / (2 * np.pi)).astype(int)
-        nearest = np.full(LENS_BINS, np.inf)
-        np.minimum.at(nearest, bins, dist[ring])
-        hit = np.isfinite(nearest)
-        below = np.sin(angles) > 0
-        if hit.mean() < LENS_COVER or hit[below].mean() < LENS_COVER:
-            continue
-        radius = np.interp(angles, angles[hit], nearest[hit], period=2 * np.pi)
-        outline = centre + eye_width * (radius[:, None] * (np.cos(angles)[:, None] * along
-                                                          + np.sin(angles)[:, None] * across))
-        cv2.fillPoly(lenses, [np.round(outline - 0.5).astype(np.int32)], 1)
-    # and the frame: the thin dark pixels around the lenses
+        outline = _lens_outline(points, landmarks, eye)
+        if outline is not None:
+            cv2.fillPoly(lenses, [np.round(outline - 0.5).astype(np.int32)], 1)
     near = cv2.dilate(lenses, _disc(max(1, int(round(THIN_DARK_SIZE * face_size))))) > 0
     return (lenses > 0) | (near & thin)
+
+
+def _frame_on_bridge(black_hat: np.ndarray, landmarks: np.ndarray, face_size: float) -> bool:
+    """Whether BRIDGE_SHARE of the band BRIDGE around the nose bridge's landmarks is darker than
+    its surroundings by BRIDGE_DARK: a glasses frame crosses it."""
+    bridge = np.zeros(black_hat.shape, np.uint8)
+    a, b = (tuple(int(v) for v in np.round(landmarks[i])) for i in NOSE_BRIDGE)
+    cv2.line(bridge, a, b, 1, max(1, int(round(2 * BRIDGE * face_size))))
+    return bool(np.quantile(black_hat[bridge > 0], 1 - BRIDGE_SHARE) >= BRIDGE_DARK)
+
+
+def _lens_outline(points: np.ndarray, landmarks: np.ndarray, eye: list[int]) -> np.ndarray | None:
+    """(LENS_BINS, 2) pixels: the lens around ``eye`` through the nearest of the thin dark
+    ``points`` in each direction from the eye's centre, beyond the lids (LENS_INNER eye widths
+    along and across the eye) and within LENS_OUTER eye widths; None unless they ring the eye
+    (LENS_COVER of the directions, and of those below it)."""
+    corner_a, corner_b = landmarks[eye[0]], landmarks[eye[8]]
+    centre = landmarks[eye].mean(0)
+    eye_width = max(float(np.linalg.norm(corner_b - corner_a)), 1e-6)
+    along = (corner_b - corner_a) / eye_width
+    across = np.array([-along[1], along[0]])
+    if across @ (landmarks[152] - centre) < 0:
+        across = -across  # pointing down the face
+    rel = (points - centre) / eye_width
+    u, v = rel @ along, rel @ across
+    dist = np.hypot(u, v)
+    ring = (np.hypot(u / LENS_INNER[0], v / LENS_INNER[1]) >= 1) & (dist <= LENS_OUTER)
+    bins = (np.arctan2(v[ring], u[ring]) % (2 * np.pi) * LENS_BINS / (2 * np.pi)).astype(int)
+    nearest = np.full(LENS_BINS, np.inf)
+    np.minimum.at(nearest, bins, dist[ring])
+    hit = np.isfinite(nearest)
+    angles = (np.arange(LENS_BINS) + 0.5) * 2 * np.pi / LENS_BINS
+    if hit.mean() < LENS_COVER or hit[np.sin(angles) > 0].mean() < LENS_COVER:
+        return None
+    radius = np.interp(angles, angles[hit], nearest[hit], period=2 * np.pi)
+    return centre + eye_width * radius[:, None] * (np.cos(angles)[:, None] * along
+                                                    + np.sin(angles)[:, None] * across)
 
 
 def _full_brows(luma: np.ndarray, skin: np.ndarray, landmarks: np.ndarray, face_size: float,
