@@ -115,9 +115,9 @@ def measure(recovered_mm: np.ndarray, truth: Truth, region: np.ndarray, metres: 
     """The module docstring's measures of a recovered face-tile map (N, N) in mm; ``carried``: the
     carried truth (NaN where undefined) for "corr on fit", None for a map on the true surface."""
     rec_mid, true_mid = band(recovered_mm, truth.island), band(truth.displacement_mm, truth.island)
-    if carried is None:
-        corr_fit = correlation(rec_mid[region], true_mid[region])
-    else:
+    r, t = rec_mid[region], true_mid[region]
+    corr_fit = corr = correlation(r, t)
+    if carried is not None:
         defined = region & np.isfinite(carried)
         carried_mid = band(np.nan_to_num(carried), truth.island & np.isfinite(carried))
         corr_fit = correlation(rec_mid[defined], carried_mid[defined])
@@ -125,11 +125,10 @@ def measure(recovered_mm: np.ndarray, truth: Truth, region: np.ndarray, metres: 
     near_fold = cv2.dilate(truth.folds.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     flat = region & ~near_fold & ~truth.marks & (np.abs(true_mid) < 0.02)
     marks = region & truth.marks
-    r, t = rec_mid[region], true_mid[region]
     normals = D.bake_normal_map(recovered_mm, metres)
     return {
         "rmse_mm": float(np.sqrt(np.mean((r - t) ** 2))),
-        "corr": correlation(r, t),
+        "corr": corr,
         "corr_fit": corr_fit,
         "false_flat": float(np.mean(rec_mid[flat] ** 2)) / fold_energy,
         "false_marks": float(np.mean(rec_mid[marks] ** 2)) / fold_energy,

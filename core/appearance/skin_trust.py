@@ -318,9 +318,13 @@ def _sockets(landmarks: np.ndarray, height: int, width: int, face_size: float) -
         hull = cv2.convexHull(np.round(landmarks[eye + brow] - 0.5).astype(np.int32))
         cv2.fillConvexPoly(sockets, hull, 1)
         sockets |= cv2.dilate(polygon_mask(landmarks, eye, height, width).astype(np.uint8), below)
+    return (sockets > 0) & _inside_oval(landmarks, height, width, face_size)
+
+
+def _inside_oval(landmarks: np.ndarray, height: int, width: int, face_size: float) -> np.ndarray:
+    """Bool (H, W): the face oval shrunk by EYE_CLEAR, off the temples' hair beside the brows."""
     clear = max(1, int(round(EYE_CLEAR * face_size)))
-    inside = cv2.erode(face_mask(landmarks, height, width).astype(np.uint8), _disc(clear))
-    return (sockets & inside) > 0
+    return cv2.erode(face_mask(landmarks, height, width).astype(np.uint8), _disc(clear)) > 0
 
 
 def _glasses(black_hat: np.ndarray, landmarks: np.ndarray, face_size: float,
@@ -394,7 +398,7 @@ def _full_brows(luma: np.ndarray, skin: np.ndarray, landmarks: np.ndarray, face_
     height, width = luma.shape
     clear = max(1, int(round(EYE_CLEAR * face_size)))
     keep_out = cv2.dilate(openings.astype(np.uint8), _disc(clear)) > 0
-    keep_out |= cv2.erode(face_mask(landmarks, height, width).astype(np.uint8), _disc(clear)) == 0
+    keep_out |= ~_inside_oval(landmarks, height, width, face_size)
     up = landmarks[FACE_OVAL[0]] - landmarks[CHIN]
     lift = BROW_LIFT * face_size * up / max(float(np.linalg.norm(up)), 1e-6)
     shift = np.float32([[1, 0, lift[0]], [0, 1, lift[1]]])
