@@ -277,3 +277,26 @@ def test_normal_map_of_an_analytic_bump():
     # Twice the texel size halves the slope.
     flatter = D.bake_normal_map(bump, np.full((size, size, 2), 2 * texel_m)) / 255.0 * 2 - 1
     assert flatter[32, 38, 0] == pytest.approx(np.sin(np.arctan(slope / 2)), abs=0.02)
+
+
+def test_ridges_are_capped_outside_the_lower_lids(objective):
+    """Wrinkles are furrows: the same parameters make a deep groove but only a faint ridge, except
+    below the eyes (bags), where both signs go through."""
+    np.testing.assert_allclose(D.cap_ridges(torch.tensor([-2.0, 0.0, 3.0]), 0.02).numpy(), [-1.98, 0.0, 0.02],
+                               atol=1e-6)
+    furrows = objective.furrows.numpy()
+    rows, cols = np.mgrid[:96, :96]
+
+    def peaks(at):
+        bump = torch.from_numpy(0.3 * np.exp(-((rows - at[0]) ** 2 + (cols - at[1]) ** 2) / 8.0)).float()
+        up, down = objective.field(bump).detach(), objective.field(-bump).detach()
+        return float(up[at]), -float(down[at])
+
+    island = objective.island[0, 0].numpy() > 0
+    below_eye = np.unravel_index(np.argmin(np.where(island, furrows, 2)), furrows.shape)
+    forehead = (int(rows[furrows > 0.99].min()) + 6, 48)
+    assert furrows[below_eye] < 0.05 and furrows[forehead] > 0.99
+    ridge, groove = peaks(forehead)
+    assert groove > 0.03 and ridge < 0.2 * groove
+    ridge, groove = peaks(below_eye)
+    assert ridge > 0.7 * groove > 0.03

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from core.displacement import detail as D
-from core.displacement.fold_directions import AlongFoldFilter, FoldCurvaturePrior, FoldField, fold_field
+from core.displacement.fold_directions import (
+    AlongFoldFilter,
+    FoldCurvaturePrior,
+    FoldField,
+    bulge_support,
+    fold_field,
+)
 
 SIZE = 128
 
@@ -127,3 +133,14 @@ def test_along_fold_filter_keeps_folds_and_shrinks_blobs():
     assert filt(blob).max() < 0.5
     below = blob.roll(32, -2)  # the undirected half: left as it is
     assert torch.allclose(filt(below), below, atol=1e-4)
+
+
+def test_bulge_support_is_below_the_eyes_only(landmarks_uv):
+    lm = landmarks_uv
+    eyes = [lm[36:42].mean(0), lm[42:48].mean(0)]
+    d = np.linalg.norm(eyes[1] - eyes[0])
+    below = np.array([eye - [0, 0.2 * d] for eye in eyes])
+    forehead = np.array([0.5, lm[17:27, 1].max() + 0.1 * d])
+    nasolabial = lm[31] + [-0.1 * d, -0.2 * d]
+    support = bulge_support(lm, np.array([*below, forehead, nasolabial]))
+    assert support[:2].min() > 0.9 and support[2:].max() < 0.05

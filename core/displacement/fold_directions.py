@@ -61,10 +61,30 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
     return np.linalg.norm(p - (a + t[..., None] * (b - a)), axis=-1)
 
 
+def _eyes(lm: np.ndarray) -> tuple[list[np.ndarray], float]:
+    """Both eyes' centres and their distance (~7 cm), which sizes every rule."""
+    eyes = [lm[list(ids)].mean(0) for ids in EYE]
+    return eyes, float(np.linalg.norm(eyes[1] - eyes[0]))
+
+
+def _lower_lid(p: np.ndarray, eye: np.ndarray, d: float) -> np.ndarray:
+    """Support (...,) of the band below one eye: lower-lid lines, and the one place skin bulges (bags)."""
+    below = (p - eye + 0.2 * d * np.array([0.0, 1.0])) / np.array([0.3 * d, 0.1 * d])
+    return _gauss(np.linalg.norm(below, axis=-1))
+
+
+def bulge_support(landmarks_uv: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Where a face's mid-band relief may rise (..., in [0, 1]): below the lower lids (under-eye
+    bags). Elsewhere its folds are furrows (forehead lines, crow's feet, nasolabial and marionette
+    folds, a chin dimple): the relief is depressions, and a ridge is what the shading model could not
+    explain (a cast shadow's edge, sheen, a mark's residue)."""
+    eyes, d = _eyes(landmarks_uv)
+    return np.maximum(*(_lower_lid(uv, eye, d) for eye in eyes))
+
+
 def _rules(lm: np.ndarray, p: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """(direction (..., 2), support (...,) in [0, 1]) of each fold family at the tile uvs ``p``."""
-    eyes = [lm[list(ids)].mean(0) for ids in EYE]
-    d = float(np.linalg.norm(eyes[1] - eyes[0]))  # eye distance, ~7 cm
+    eyes, d = _eyes(lm)
     up, right = np.array([0.0, 1.0]), np.array([1.0, 0.0])
     u, v = p[..., 0], p[..., 1]
     brow_top = lm[list(BROWS), 1].max()
@@ -81,9 +101,8 @@ def _rules(lm: np.ndarray, p: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]
         near_corner = _gauss(np.linalg.norm(p - corner - 0.2 * d * lateral, axis=-1) / (0.2 * d))
         rules.append((_unit(p - corner), near_corner * _ramp((p - corner) @ lateral / (0.1 * d))))
         # Lower lid: concentric about the eye.
-        below = (p - eye + 0.2 * d * up) / np.array([0.3 * d, 0.1 * d])
         tangent = _unit(p - eye) @ np.array([[0.0, 1.0], [-1.0, 0.0]])
-        rules.append((tangent, _gauss(np.linalg.norm(below, axis=-1))))
+        rules.append((tangent, _lower_lid(p, eye, d)))
         # Nasolabial: from beside the nose wing past the mouth corner.
         start = lm[NOSE_WING[side]] + 0.08 * d * lateral
         end = mouth_corner + 0.08 * d * lateral - 0.25 * d * up
