@@ -651,9 +651,10 @@ def detail_views(rec: Reconstruction) -> list[Reconstruction]:
 def cap_ridges(field_mm: torch.Tensor, cap_mm: float) -> torch.Tensor:
     """``field_mm`` with its positive part softly capped at ``cap_mm``: x - softplus(k x) / k + cap,
     k = log(2) / cap (0 -> 0 with slope 1/2; a furrow keeps its shape, raised by the cap, which the
-    map's high-pass removes)."""
-    k = float(np.log(2)) / cap_mm
-    return field_mm - F.softplus(k * field_mm) / k + cap_mm
+    map's high-pass removes). Written so that 0 maps to exactly 0: a zero map stays zero."""
+    log2 = float(np.log(2))
+    k = log2 / cap_mm
+    return field_mm - (F.softplus(k * field_mm) - log2) / k
 
 
 class DetailObjective:
