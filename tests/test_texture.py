@@ -239,14 +239,15 @@ def test_a_beard_is_texture_unless_asked_for_skin(bearded_and_not, pipeline):
 
 def test_brows_reach_their_hair_not_the_temples(bearded_and_not, pipeline):
     from core.appearance.skin_mask import LEFT_BROW, RIGHT_BROW, part_masks, polygon_mask
-    from core.appearance.skin_trust import _sockets
+    from core.appearance.skin_trust import _inside_oval, _sockets
 
     for rgb, face in bearded_and_not:
         lm, shape = face.landmarks, rgb.shape[:2]
         outline = polygon_mask(lm, RIGHT_BROW, *shape) | polygon_mask(lm, LEFT_BROW, *shape)
         skin = pipeline.skin_trust(rgb, face)
         above_nose = np.arange(shape[0])[:, None] < lm[1, 1]  # these photos are upright
-        sockets = _sockets(lm, *shape, float(np.ptp(lm[FACE_OVAL], axis=0).max()))
+        face_size = float(np.ptp(lm[FACE_OVAL], axis=0).max())
+        sockets = _sockets(lm, face_size, _inside_oval(face_mask(lm, *shape), face_size))
         grown = skin.parts & ~part_masks(lm, *shape)[0] & ~sockets & above_nose  # beyond the outlines
         assert skin.parts[outline].all() and grown.sum() > 0.2 * outline.sum()
         luma = rgb.astype(float) @ [0.299, 0.587, 0.114]

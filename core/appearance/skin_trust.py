@@ -246,16 +246,17 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     luma = np.log(np.maximum(photo @ np.array([0.299, 0.587, 0.114], np.float32), 1 / 255))
     rough = _roughness(luma, face_size)
     rough_lo = max(ROUGH_FLOOR, ROUGH_FACTOR * float(np.median(rough[sample])))
-    oval = face_mask(landmarks, height, width).astype(np.float32)
-    oval = cv2.dilate(oval, _disc(int(0.03 * face_size) + 1))
+    face = face_mask(landmarks, height, width)
+    oval = cv2.dilate(face.astype(np.float32), _disc(int(0.03 * face_size) + 1))
     outside = 1 - cv2.GaussianBlur(oval, (0, 0), max(1.0, 0.015 * face_size))
     # thin dark structures (frames, strands, stubble) or a rough texture (hair, beard)
     black_hat = _thin_dark(luma, face_size)
     textured = 1 - _ramp(black_hat, *THIN_DARK) * _ramp(rough, rough_lo, 2 * rough_lo)
     skin = colour.probability(photo, outside) * (1 - textured)
-    parts = parts | _full_brows(luma, skin, landmarks, face_size, openings)
+    inside = _inside_oval(face, face_size)
+    parts = parts | _full_brows(luma, skin, landmarks, face_size, openings, inside)
     glasses = _glasses(black_hat, landmarks, face_size, openings)
-    parts = parts | (_sockets(landmarks, height, width, face_size) & ~openings & ~glasses)
+    parts = parts | (_sockets(landmarks, face_size, inside) & ~openings & ~glasses)
     # A moustache over the upper lip is inside the lips' outline: lip pixels much darker than the
     # lips' median are hair, not lip.
     own = np.where(lips, _ramp(np.median(luma[lips]) - luma, *DARKER_LIP) if lips.any() else 1.0, 1.0)
@@ -309,22 +310,24 @@ def _scalp(skin: np.ndarray, rel_luma: np.ndarray, parts: np.ndarray, person_w: 
     return hair.astype(np.float32), (head * skin).astype(np.float32)
 
 
-def _sockets(landmarks: np.ndarray, height: int, width: int, face_size: float) -> np.ndarray:
+def _sockets(landmarks: np.ndarray, face_size: float, inside: np.ndarray) -> np.ndarray:
     """Bool (H, W): each eye's socket: the hull of the eye's and the brow's outlines, and the eye
-    grown by SOCKET_BELOW (the lower lid and below), kept EYE_CLEAR inside the face oval."""
+    grown by SOCKET_BELOW (the lower lid and below), kept ``inside`` the face oval (``_inside_oval``)."""
+    height, width = inside.shape
     sockets = np.zeros((height, width), np.uint8)
     below = _disc(max(1, int(round(SOCKET_BELOW * face_size))))
     for eye, brow in ((RIGHT_EYE, RIGHT_BROW), (LEFT_EYE, LEFT_BROW)):
         hull = cv2.convexHull(np.round(landmarks[eye + brow] - 0.5).astype(np.int32))
         cv2.fillConvexPoly(sockets, hull, 1)
         sockets |= cv2.dilate(polygon_mask(landmarks, eye, height, width).astype(np.uint8), below)
-    return (sockets > 0) & _inside_oval(landmarks, height, width, face_size)
+    return (sockets > 0) & inside
 
 
-def _inside_oval(landmarks: np.ndarray, height: int, width: int, face_size: float) -> np.ndarray:
-    """Bool (H, W): the face oval shrunk by EYE_CLEAR, off the temples' hair beside the brows."""
+def _inside_oval(face: np.ndarray, face_size: float) -> np.ndarray:
+    """Bool (H, W): the face oval (``face``: ``face_mask``) shrunk by EYE_CLEAR, off the temples' hair
+    beside the brows."""
     clear = max(1, int(round(EYE_CLEAR * face_size)))
-    return cv2.erode(face_mask(landmarks, height, width).astype(np.uint8), _disc(clear)) > 0
+    return cv2.erode(face.astype(np.uint8), _disc(clear)) > 0
 
 
 def _glasses(black_hat: np.ndarray, landmarks: np.ndarray, face_size: float,
@@ -332,11 +335,11 @@ def _glasses(black_hat: np.ndarray, landmarks: np.ndarray, face_size: float,
     """Bool (H, W): glasses' lenses and frame, all False without glasses. Glasses are thin dark
     pixels (``black_hat``: ``_thin_dark``) across the nose bridge and a ring of them around each
     eye (``_lens_outline``); the frame is the thin dark pixels around the lenses."""
+    if not _frame_on_bridge(black_hat, landmarks, face_size):
+        return np.zeros(black_hat.shape, bool)
     height, width = black_hat.shape
     thin = (black_hat > THIN_DARK[0]) & ~openings
     lenses = np.zeros((height, width), np.uint8)
-    if not _frame_on_bridge(black_hat, landmarks, face_size):
-        return lenses > 0
     eyes = landmarks[RIGHT_EYE + LEFT_EYE]
     reach = LENS_OUTER * float(np.ptp(eyes[:, 0]))  # wider than an eye: the box holds both rings
     x0, y0 = np.maximum(np.floor(eyes.min(0) - reach).astype(int), 0)
@@ -389,16 +392,16 @@ def _lens_outline(points: np.ndarray, landmarks: np.ndarray, eye: list[int]) -> 
 
 
 def _full_brows(luma: np.ndarray, skin: np.ndarray, landmarks: np.ndarray, face_size: float,
-                openings: np.ndarray) -> np.ndarray:
+                openings: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """Bool (H, W): each brow at its full extent: MediaPipe's outline plus the pixels around it
     darker than the skin there (the median of the band's skin-like pixels, ``skin`` > 0.5),
     connected to the outline. The band reaches BROW_GROW up and to the sides but little down (lids
     and glasses frames are below the brows), and stays clear of the eyes and inside the face oval
-    (the temples' hair is beside the brow tails)."""
+    (``inside``: the temples' hair is beside the brow tails)."""
     height, width = luma.shape
     clear = max(1, int(round(EYE_CLEAR * face_size)))
     keep_out = cv2.dilate(openings.astype(np.uint8), _disc(clear)) > 0
-    keep_out |= ~_inside_oval(landmarks, height, width, face_size)
+    keep_out |= ~inside
     up = landmarks[FACE_OVAL[0]] - landmarks[CHIN]
     lift = BROW_LIFT * face_size * up / max(float(np.linalg.norm(up)), 1e-6)
     shift = np.float32([[1, 0, lift[0]], [0, 1, lift[1]]])
