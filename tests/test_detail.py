@@ -175,7 +175,7 @@ def test_optimisation_starts_from_given_parameters(objective):
     finally:
         objective.settings = settings
     assert torch.equal(result.params, start)
-    np.testing.assert_allclose(result.field_mm, objective.field(start).detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(result.field_mm, objective.delivered_field(start).detach().numpy(), atol=1e-6)
 
 
 def test_holdout_splits_face_pixels(rec, objective):
@@ -300,3 +300,24 @@ def test_ridges_are_capped_outside_the_lower_lids(objective):
     assert groove > 0.03 and ridge < 0.2 * groove
     ridge, groove = peaks(below_eye)
     assert ridge > 0.7 * groove > 0.03
+
+
+def test_delivered_map_keeps_a_fold_and_zeroes_the_faint_rest(objective):
+    """The results hold the field soft-thresholded at ``sparsity`` times its rms: a deep groove
+    survives (shallower by the threshold), faint texel noise around it becomes exactly flat."""
+    rows, cols = np.mgrid[:96, :96]
+    groove = -0.6 * np.exp(-((rows - 30) ** 2) / 4.0) * (np.abs(cols - 48) < 20)
+    noise = 0.02 * np.random.default_rng(0).standard_normal((96, 96))
+    params = torch.from_numpy(groove + noise).float()
+    field = objective.field(params).detach()
+    delivered = objective.delivered_field(params).detach()
+    island = objective.island[0, 0] > 0
+    level = objective.settings.sparsity * float(field[island].square().mean().sqrt())
+    assert objective.settings.sparsity > 0
+    faint = island & (field.abs() < level)
+    assert faint.float().mean() > 0.5 and float(delivered[faint].abs().max()) == 0.0
+    deepest = np.unravel_index(int(torch.argmin(field)), field.shape)
+    assert float(delivered[deepest]) == pytest.approx(float(field[deepest]) + level, abs=1e-6)
+    off = copy.copy(objective)
+    off.settings = replace(objective.settings, sparsity=0.0)
+    assert torch.equal(off.delivered_field(params), off.field(params))
