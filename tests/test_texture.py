@@ -292,6 +292,25 @@ def test_skin_seen_through_glasses_is_not_trusted(bearded_and_not, pipeline):
             assert skin.trust[_disc_at(lm[205], 0.015 * size, rgb.shape[:2])].mean() > 0.5
 
 
+def test_a_light_metal_frame_is_not_skin(pipeline):
+    """vd026.png: thin light-metal frames; the lens search finds their dark inner edge, and their
+    bright outer rim beyond it (the upper outer arc of each lens, located by eye in the photo) passed
+    as skin and drew light lines around the eyes in the albedo."""
+    from conftest import face_photo
+
+    from core.image_io import load_image
+
+    rgb = load_image(face_photo("vd026.png")).rgb
+    face = pipeline.detect(rgb)
+    lm = face.landmarks[:, :2]
+    trust = pipeline.skin_trust(rgb, face).trust
+    for (inner, outer), arc in (((133, 33), (-0.25, -0.89)), ((362, 263), (0.33, -0.67))):
+        centre = (lm[inner] + lm[outer]) / 2
+        eye_width = float(np.linalg.norm(lm[outer] - lm[inner]))  # the photo is upright
+        rim = _disc_at(centre + eye_width * np.array(arc), 0.05 * eye_width, rgb.shape[:2])
+        assert rim.sum() > 5 and trust[rim].max() < 0.1
+
+
 def test_lash_lines_darken_the_lid_margins(fast_reconstruction, pipeline):
     rec = fast_reconstruction
     surface = pipeline.uv_surface(rec.albedo.shape[0])

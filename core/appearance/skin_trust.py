@@ -99,6 +99,7 @@ LENS_BINS = 24
 LENS_INNER = (0.6, 0.35)
 LENS_OUTER = 1.2
 LENS_COVER = 0.8
+FRAME_WIDTH = 0.015  # of the face size: the frame beyond its inner edge, where the lens outline runs
 
 
 def _features(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -351,7 +352,11 @@ def _glasses(black_hat: np.ndarray, landmarks: np.ndarray, face_size: float,
         if outline is not None:
             cv2.fillPoly(lenses, [np.round(outline - 0.5).astype(np.int32)], 1)
     near = cv2.dilate(lenses, _disc(max(1, int(round(THIN_DARK_SIZE * face_size))))) > 0
-    return (lenses > 0) | (near & thin)
+    # The outline runs through the nearest thin dark pixels (the frame's inner edge); a band of the
+    # frame's width beyond it is not skin either: a light metal frame's bright outer rim, a dark
+    # frame's highlights.
+    frame = cv2.dilate(lenses, _disc(max(1, int(round(FRAME_WIDTH * face_size))))) > 0
+    return frame | (near & thin)
 
 
 def _frame_on_bridge(black_hat: np.ndarray, landmarks: np.ndarray, face_size: float) -> bool:
