@@ -79,3 +79,50 @@ def test_each_photo_is_balanced_before_fusion(fast_reconstruction, pipeline):
     lights = [_light_chroma(p.metrics) for p in rec.photos]
     assert np.linalg.norm(lights[1] - lights[0] - log_chroma(CAST)) < 0.4 * np.linalg.norm(log_chroma(CAST))
     assert np.abs(np.log(gains)).max() < 0.07  # 0.035 here; without white balance 0.16
+
+
+def test_a_clipped_red_channel_is_given_back(pipeline):
+    """000002's skin with its red clipped at 0.82 on purpose (about a third of the trusted skin,
+    its lit half): what green and blue predict (core.appearance.clipping) gives most of it back;
+    where red was not clipped nothing changes."""
+    from core.appearance.clipping import unclip_skin
+
+    rgb = load_image(face_photo("000002.jpg")).rgb
+    face = pipeline.detect(rgb)
+    skin = pipeline.skin_trust(rgb, face)
+    clipped = rgb.copy()
+    clipped[..., 0] = np.minimum(rgb[..., 0], 209)
+    trusted = (skin.trust > 0.5) & ~skin.parts
+    hit = trusted & (rgb[..., 0] > 215)
+    assert 0.2 < hit.sum() / trusted.sum() < 0.5
+    light = estimate_illuminant(clipped, face.landmarks, skin).rgb
+    restored = unclip_skin(clipped, skin, light)
+    truth = srgb_to_linear(rgb[hit, 0] / 255.0)
+    before = np.log(srgb_to_linear(clipped[hit, 0] / 255.0) / truth)  # log error, all negative
+    after = np.log(srgb_to_linear(np.clip(restored[hit, 0], 0, 1.3)) / truth)
+    # the bias mostly gone (-0.16 -> +0.05); what is left per pixel is the skin's own variation of redness
+    assert abs(np.median(after)) < 0.4 * abs(np.median(before))
+    assert np.median(np.abs(after)) < 0.6 * np.median(np.abs(before))
+    low = trusted & (rgb[..., 0] < 190)
+    assert np.array_equal(restored[low], rgb[low] / np.float32(255))
+
+
+def test_a_clipped_red_does_not_turn_bright_skin_green(pipeline):
+    """vd026.png: a video frame under a red stage light whose red channel stops at 235 on the lit
+    skin (forehead, nose ridge) while green and blue rise on. Dividing the red light out of those
+    paler texels turned them grey-green in the albedo (0.2 less red in log R/G, as a median, than his
+    other skin: 0.58 -> 0.39); with red given back they keep his skin's colour (0.02 apart)."""
+    from core.appearance.texture import unwrap
+
+    rgb = load_image(face_photo("vd026.png")).rgb
+    rec = pipeline.run(rgb, preset_settings("fast"))
+    face = pipeline.detect(rgb)
+    skin = pipeline.skin_trust(rgb, face)
+    light = photo_illuminant(rgb, face.landmarks, skin, TextureSettings())
+    evidence = unwrap(rec.model, rgb, rec.params, pipeline.uv_surface(256), skin, light)
+    trusted = (evidence.weight > 0.3) & (evidence.parts < 0.5)
+    albedo = srgb_to_linear(evidence.albedo[trusted].astype(np.float64))
+    redness = log_chroma(albedo)[:, 0]
+    lit = evidence.observed[trusted][:, 0] >= 0.9  # red at the top of the video's range
+    assert lit.mean() > 0.1
+    assert np.median(redness[~lit]) - np.median(redness[lit]) < 0.1

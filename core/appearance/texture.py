@@ -32,6 +32,7 @@ from ..errors import LikenessError
 from ..geometry.face_model import SKIN_POLYGONS, FaceModel, boundary_edges
 from ..geometry.params import FaceParams
 from ..geometry.rendering import rasterize, sh_basis, vertex_normals
+from .clipping import unclip_skin
 from .skin_trust import SkinTrust
 from .white_balance import Illuminant, estimate_illuminant, remove_illuminant
 
@@ -344,7 +345,7 @@ def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSur
     visibility = _visibility(model, params, verts_cam, surface, texel_pos, texel_normal, rgb.shape[:2])
     pixels = _project(params, texel_pos)
     seen = visibility > 0
-    photo = rgb.astype(np.float32) / 255
+    photo = unclip_skin(rgb, skin, None if illuminant is None else illuminant.rgb)
     observed = sample_bilinear(photo, pixels) * seen[..., None]
     if skin is None:
         trust, parts = seen.astype(np.float32), np.zeros_like(visibility)
