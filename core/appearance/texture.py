@@ -333,7 +333,8 @@ def photo_illuminant(rgb: np.ndarray, landmarks: np.ndarray | None, skin: SkinTr
 def unwrap(model: FaceModel, rgb: np.ndarray, params: FaceParams, surface: UVSurface,
            skin: SkinTrust | None = None, illuminant: Illuminant | None = None) -> Unwrap:
     """One photo's de-lit colour and trust weight per texel (see the module docstring). Without
-    ``skin`` every visible pixel is trusted (no segmentation available); with ``illuminant`` the
+    ``skin`` every visible pixel is trusted (no segmentation available); with it, a red channel
+    clipped on the bright skin is given back first (core.appearance.clipping); with ``illuminant`` the
     light's colour is divided out of the albedo (von Kries)."""
     verts = model.vertices(params.identity, params.expression).astype(np.float64)
     verts_cam = params.to_camera(verts)
