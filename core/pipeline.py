@@ -223,7 +223,8 @@ class Pipeline:
         if not detection.is_dense:
             return None
         settings = settings or TextureSettings()
-        return skin_trust(rgb, detection.landmarks, self.segmenter.segment(rgb), self.segmenter.hands(rgb),
+        return skin_trust(rgb, detection.landmarks, self.segmenter.segment(rgb, detection.landmarks),
+                          self.segmenter.hands(rgb),
                           settings.facial_hair == "hair", settings.scalp == "hair")
 
     def clip_extractor(self, settings: DetailSettings):

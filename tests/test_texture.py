@@ -80,7 +80,7 @@ def test_skin_trust_rejects_background_and_hair(fast_reconstruction, pipeline):
     rec = fast_reconstruction
     lm = rec.detected_landmarks
     trust = rec.skin_trust
-    person = pipeline.segmenter.segment(rec.image)
+    person = pipeline.segmenter.segment(rec.image, lm)
     assert trust.shape == rec.image.shape[:2]
     assert trust[person < 0.2].max() == 0  # no background pixel is skin
     cheek = np.round(lm[[50, 280]]).astype(int)  # MediaPipe cheek points
@@ -176,11 +176,27 @@ def test_background_colour_never_reaches_the_albedo(pipeline):
     from core.pipeline import preset_settings
 
     rgb = load_image(face_photo("000002.jpg")).rgb.copy()
-    rgb[pipeline.segmenter.segment(rgb) < 0.5] = (0, 255, 0)
+    rgb[pipeline.segmenter.segment(rgb, pipeline.detect(rgb).landmarks) < 0.5] = (0, 255, 0)
     rec = pipeline.run(rgb, preset_settings("fast", texture_size=256))
     albedo = rec.albedo.astype(int)
     greenish = (albedo[..., 1] > albedo[..., 0] + 40) & (albedo[..., 1] > albedo[..., 2] + 40)
     assert greenish.sum() == 0
+
+
+def test_a_small_face_in_a_wide_photo_is_a_person(pipeline):
+    """synergynet's sample_2.jpg: a 130 px face in a 1024 x 524 film still. Segmented as a whole
+    frame, her face came out 0.1 person: not one pixel was trusted and the albedo was the fill alone.
+    Segmented around the face, she is the person and her skin is trusted."""
+    from conftest import face_photo
+
+    from core.appearance.skin_trust import central_face
+    from core.image_io import load_image
+
+    rgb = load_image(face_photo("sample_2.jpg")).rgb
+    detection = pipeline.detect(rgb)
+    central = central_face(detection.landmarks, *rgb.shape[:2])
+    assert pipeline.segmenter.segment(rgb, detection.landmarks)[central].mean() > 0.9
+    assert pipeline.skin_trust(rgb, detection).trust[central].mean() > 0.6
 
 
 def test_a_hand_at_the_chin_is_not_skin(pipeline):
