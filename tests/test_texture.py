@@ -253,6 +253,22 @@ def test_a_beard_is_texture_unless_asked_for_skin(bearded_and_not, pipeline):
         TextureSettings(facial_hair="shaved")
 
 
+def test_shading_in_a_sharp_face_is_no_beard(pipeline):
+    """HRN's 00133.png: a woman's face 650 px wide, her smile folds and lower face darker than her
+    lit forehead. In so sharp a face a beard shows its hairs; darkness alone made a beard of her
+    mouth's surroundings (38 000 pixels kept as the photo's dark texture, a hard edge at the nose)."""
+    from conftest import face_photo
+
+    from core.appearance.texture import TextureSettings
+    from core.image_io import load_image
+
+    rgb = load_image(face_photo("00133.png")).rgb
+    face = pipeline.detect(rgb)
+    on = pipeline.skin_trust(rgb, face)
+    off = pipeline.skin_trust(rgb, face, TextureSettings(facial_hair="skin"))
+    assert np.array_equal(on.parts, off.parts) and np.array_equal(on.trust, off.trust)
+
+
 def test_brows_reach_their_hair_not_the_temples(bearded_and_not, pipeline):
     from core.appearance.skin_mask import LEFT_BROW, RIGHT_BROW, part_masks, polygon_mask
     from core.appearance.skin_trust import _inside_oval, _sockets

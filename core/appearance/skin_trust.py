@@ -72,6 +72,7 @@ BROW_DARKER = (0.06, 0.16)
 FACIAL_HAIR_SIZE = 0.025
 FACIAL_HAIR_DENSITY = (0.25, 0.45)
 BEARD_DARKER = (0.3, 0.5)  # log luminance below the upper face's skin: dark hair, smooth or not
+HAIRS_RESOLVED = (300, 500)  # face size in pixels from which a beard's hairs show (darkness alone is not hair)
 # A beard covers the skin around the mouth: the ring of MOUTH_RING (of the face size) around the
 # lips must be FACIAL_HAIR_COVER hair, and only hair connected to that ring counts (hair hanging
 # beside the jaw, smile folds and wrinkles do not).
@@ -445,7 +446,10 @@ def _facial_hair(textured: np.ndarray, rel_luma: np.ndarray, landmarks: np.ndarr
     it are dense on the face oval below the nose tip (``below_nose`` > 0), around the mouth."""
     height, width = textured.shape
     zone = face_mask(landmarks, height, width) & (below_nose > 0)
-    hair = np.maximum(textured * _ramp(rel_luma, 0.0, 0.3), 1 - _ramp(-rel_luma, *BEARD_DARKER)) * zone
+    # Darkness stands in for hairs only where the photo cannot resolve them: in a sharp, large face
+    # a beard shows its hairs, and a smooth dark lower face is shading (smile folds, a lit forehead).
+    dark = (1 - _ramp(-rel_luma, *BEARD_DARKER)) * _ramp(face_size, *HAIRS_RESOLVED)
+    hair = np.maximum(textured * _ramp(rel_luma, 0.0, 0.3), dark) * zone
     sigma = max(1.0, FACIAL_HAIR_SIZE * face_size)
     density = cv2.GaussianBlur(hair.astype(np.float32), (0, 0), sigma)
     density /= np.maximum(cv2.GaussianBlur(zone.astype(np.float32), (0, 0), sigma), 1e-3)
