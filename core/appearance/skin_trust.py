@@ -49,6 +49,7 @@ HAND_MARGIN = 0.15  # of the hand's size: the landmarks are joints, the flesh re
 DARKER_LIP = (0.35, 0.6)  # log luminance below the lips' median: moustache, not lip
 BORDER_ERODE = 0.012  # of the face size: pixels mixing skin with an occluder are left out
 THIN_DARK = (0.15, 0.3)  # log-luminance black-hat: glasses frames, strands of hair, stubble
+THIN_FACTOR = 3.0  # times the central face's median black-hat: from there, in sharp photos, not skin
 THIN_DARK_SIZE = 0.04  # of the face size: the widest structure the black-hat picks out
 # Local std of log luminance: skin is smoother than hair and beard. Trust fades from ROUGH_FACTOR
 # times the central face's median (at least ROUGH_FLOOR) to twice that.
@@ -266,8 +267,12 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     outside = 1 - cv2.GaussianBlur(oval, (0, 0), max(1.0, 0.015 * face_size))
     # thin dark structures (frames, strands, stubble) or a rough texture (hair, beard)
     black_hat = _thin_dark(luma, face_size)
-    textured = 1 - _ramp(black_hat, *THIN_DARK) * _ramp(rough, rough_lo, 2 * rough_lo)
-    skin = colour.probability(photo, outside) * (1 - textured)
+    smooth = _ramp(rough, rough_lo, 2 * rough_lo)
+    textured = 1 - _ramp(black_hat, *THIN_DARK) * smooth
+    # Skin's own fine structure (pores, creases) shows in sharp photos at the contrast of a strand or
+    # stubble: the skin test's thin-dark threshold follows the central face's, as the roughness does.
+    thin_lo = max(THIN_DARK[0], THIN_FACTOR * float(np.median(black_hat[sample])))
+    skin = colour.probability(photo, outside) * _ramp(black_hat, thin_lo, 2 * thin_lo) * smooth
     inside = _inside_oval(face, face_size)
     parts = parts | _full_brows(luma, skin, landmarks, face_size, openings, inside)
     glasses = _glasses(black_hat, landmarks, face_size, openings)
