@@ -73,7 +73,7 @@ BROW_DARKER = (0.06, 0.16)
 FACIAL_HAIR_SIZE = 0.025
 FACIAL_HAIR_DENSITY = (0.25, 0.45)
 BEARD_DARKER = (0.3, 0.5)  # log luminance below the upper face's skin: dark hair, smooth or not
-HAIRS_RESOLVED = (300, 500)  # face size in pixels from which a beard's hairs show (darkness alone is not hair)
+HAIRS_RESOLVED = (300, 500)  # face size in pixels from which a beard shows its hairs: darkness is no hair
 # A beard covers the skin around the mouth: the ring of MOUTH_RING (of the face size) around the
 # lips must be FACIAL_HAIR_COVER hair, and only hair connected to that ring counts (hair hanging
 # beside the jaw, smile folds and wrinkles do not).
