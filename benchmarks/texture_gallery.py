@@ -44,7 +44,8 @@ from core.reconstruction import Reconstruction  # noqa: E402
 
 DEFAULT_PHOTOS = ("astronaut", "3ddfa_v3/examples/1.jpg", "deep3d/datasets/examples/vd026.png",
                   "deepface/img16.jpg", "deep3d/datasets/examples/000037.jpg",
-                  "deep3d/datasets/examples/015384.jpg")
+                  "deep3d/datasets/examples/015384.jpg", "hrn/assets/examples/single_view_image/00034.png",
+                  "synergynet/img/sample_2.jpg")
 VIEW_YAWS = (None, 0.0, 60.0, -60.0, 180.0)  # None: the photo's own camera
 
 
