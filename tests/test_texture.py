@@ -199,6 +199,27 @@ def test_a_small_face_in_a_wide_photo_is_a_person(pipeline):
     assert pipeline.skin_trust(rgb, detection).trust[central].mean() > 0.6
 
 
+def test_a_cap_brim_over_the_brows_is_not_their_texture(pipeline):
+    """015259.jpg: the white and light-blue brim of her cap comes down over her right brow, inside
+    the brows' and sockets' band, whose pixels are texture of their own: the brim was painted onto
+    the forehead. As light as her skin and off its colour, it covers the part; the brows stay."""
+    from conftest import face_photo
+
+    from core.appearance.skin_mask import part_masks
+    from core.appearance.skin_trust import _features
+    from core.image_io import load_image
+
+    rgb = load_image(face_photo("015259.jpg")).rgb
+    face = pipeline.detect(rgb)
+    skin = pipeline.skin_trust(rgb, face)
+    lips = part_masks(face.landmarks, *rgb.shape[:2])[1]
+    photo = rgb / np.float32(255)
+    light = _features(photo)[1] - skin.colour.log_luma > -0.1
+    brim = skin.parts & ~lips & light & (skin.colour.chroma_probability(photo) == 0)
+    assert brim.sum() > 200 and skin.trust[brim].max() < 0.05
+    assert skin.trust[skin.parts & ~brim].mean() > 0.5
+
+
 def test_a_hand_at_the_chin_is_not_skin(pipeline):
     """015384.jpg: her hand rests under her chin, skin-coloured and touching the face."""
     from conftest import face_photo

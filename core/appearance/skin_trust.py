@@ -47,6 +47,7 @@ SEGMENT_CROP = 3.0  # face sizes: the square around the face the person segmenta
 HAND_CONFIDENCE = 0.3
 HAND_MARGIN = 0.15  # of the hand's size: the landmarks are joints, the flesh reaches beyond them
 DARKER_LIP = (0.35, 0.6)  # log luminance below the lips' median: moustache, not lip
+PART_LIGHT = (-0.2, -0.1)  # log luminance to the skin's median from which, off its colour, a part is covered
 BORDER_ERODE = 0.012  # of the face size: pixels mixing skin with an occluder are left out
 THIN_DARK = (0.15, 0.3)  # log-luminance black-hat: glasses frames, strands of hair, stubble
 THIN_FACTOR = 3.0  # times the central face's median black-hat: from there, in sharp photos, not skin
@@ -149,12 +150,15 @@ class SkinColourModel:
     def probability(self, rgb: np.ndarray, strict: np.ndarray | float = 0.0) -> np.ndarray:
         """Soft skin membership in [0, 1] of float RGB (..., 3); ``strict`` in [0, 1] moves the
         chroma test from CHROMA_RAMP to STRICT_CHROMA_RAMP."""
-        chroma, luma = _features(rgb)
-        d = np.sqrt(_mahalanobis2(chroma, self.mean, self.cov))
+        rel = _features(rgb)[1] - self.log_luma
+        return self.chroma_probability(rgb, strict) * _ramp(-rel, *DARKER_RAMP) * _ramp(rel, *BRIGHTER_RAMP)
+
+    def chroma_probability(self, rgb: np.ndarray, strict: np.ndarray | float = 0.0) -> np.ndarray:
+        """The chroma test alone: whether float RGB (..., 3) has the skin's colour, however bright."""
+        d = np.sqrt(_mahalanobis2(_features(rgb)[0], self.mean, self.cov))
         lo = CHROMA_RAMP[0] + (STRICT_CHROMA_RAMP[0] - CHROMA_RAMP[0]) * strict
         hi = CHROMA_RAMP[1] + (STRICT_CHROMA_RAMP[1] - CHROMA_RAMP[1]) * strict
-        rel = luma - self.log_luma
-        return np.clip((hi - d) / (hi - lo), 0, 1) * _ramp(-rel, *DARKER_RAMP) * _ramp(rel, *BRIGHTER_RAMP)
+        return np.clip((hi - d) / (hi - lo), 0, 1)
 
 
 def _mahalanobis2(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
@@ -280,6 +284,10 @@ def skin_trust(rgb: np.ndarray, landmarks: np.ndarray, person: np.ndarray,
     # A moustache over the upper lip is inside the lips' outline: lip pixels much darker than the
     # lips' median are hair, not lip.
     own = np.where(lips, _ramp(np.median(luma[lips]) - luma, *DARKER_LIP) if lips.any() else 1.0, 1.0)
+    # The eyes' and brows' own texture is the face's: lids, lashes and brows have the skin's colour or
+    # are darker than it. What is neither covers them: a cap's brim, blond strands at a brow's tail.
+    covering = (1 - colour.chroma_probability(photo)) * (1 - _ramp(luma - colour.log_luma, *PART_LIGHT))
+    own = own * (1 - covering * ~lips)
     below_nose = _along_face(landmarks, height, width, NOSE_TIP)  # beard below it, scalp hair above
     if facial_hair:  # a beard's skin level is the upper face's (the central face may be half beard)
         upper = sample & (below_nose < 0)
