@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry.parts import srgb_to_linear
+from ..geometry.parts import linear_to_srgb, srgb_to_linear
 from .skin_trust import SkinTrust
 
 MID_TONES = (20, 50)  # percentiles of green on trusted skin: the diffuse skin colour's pixels
@@ -48,7 +48,7 @@ def unclip_skin(rgb: np.ndarray, skin: SkinTrust | None, light: np.ndarray | Non
     todo = near > 0
     linear = srgb_to_linear(values[todo].astype(np.float64))
     red = np.maximum(linear[:, 0], _mixed_red(linear, skin_ratios, light_ratios))
-    raised = 1.055 * red ** (1 / 2.4) - 0.055  # sRGB's power segment, continued above 1
+    raised = linear_to_srgb(red, upper=np.inf)  # may exceed 1: the red the camera could not record
     values[todo, 0] += near[todo] * (raised - values[todo, 0])
     photo[area] = values
     return photo

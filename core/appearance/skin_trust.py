@@ -150,12 +150,16 @@ class SkinColourModel:
     def probability(self, rgb: np.ndarray, strict: np.ndarray | float = 0.0) -> np.ndarray:
         """Soft skin membership in [0, 1] of float RGB (..., 3); ``strict`` in [0, 1] moves the
         chroma test from CHROMA_RAMP to STRICT_CHROMA_RAMP."""
-        rel = _features(rgb)[1] - self.log_luma
-        return self.chroma_probability(rgb, strict) * _ramp(-rel, *DARKER_RAMP) * _ramp(rel, *BRIGHTER_RAMP)
+        chroma, luma = _features(rgb)
+        rel = luma - self.log_luma
+        return self._chroma_test(chroma, strict) * _ramp(-rel, *DARKER_RAMP) * _ramp(rel, *BRIGHTER_RAMP)
 
     def chroma_probability(self, rgb: np.ndarray, strict: np.ndarray | float = 0.0) -> np.ndarray:
         """The chroma test alone: whether float RGB (..., 3) has the skin's colour, however bright."""
-        d = np.sqrt(_mahalanobis2(_features(rgb)[0], self.mean, self.cov))
+        return self._chroma_test(_features(rgb)[0], strict)
+
+    def _chroma_test(self, chroma: np.ndarray, strict: np.ndarray | float) -> np.ndarray:
+        d = np.sqrt(_mahalanobis2(chroma, self.mean, self.cov))
         lo = CHROMA_RAMP[0] + (STRICT_CHROMA_RAMP[0] - CHROMA_RAMP[0]) * strict
         hi = CHROMA_RAMP[1] + (STRICT_CHROMA_RAMP[1] - CHROMA_RAMP[1]) * strict
         return np.clip((hi - d) / (hi - lo), 0, 1)

@@ -115,9 +115,10 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
-def linear_to_srgb(c) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] of linear ones (clipped to [0, 1])."""
-    c = np.clip(np.asarray(c, np.float64), 0.0, 1.0)
+def linear_to_srgb(c, upper: float = 1.0) -> np.ndarray:
+    """sRGB-encoded values of linear ones clipped to [0, ``upper``] (above 1: the power segment
+    continued)."""
+    c = np.clip(np.asarray(c, np.float64), 0.0, upper)
     return np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
 
 
